@@ -1,0 +1,160 @@
+"""Benchmarks: named measurements that write JSON records and regenerate BENCHMARKS.md.
+
+A benchmark is a function ``(ctx) -> list[dict]`` registered with :func:`benchmark`. Each record has at least
+``model, dataset, metric, value, unit`` (the runner adds ``wall_s, device, commit``). A benchmark that raises
+is recorded as failed, with its error, and never replaced by an older number.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from genlab.errors import ConfigError, GenlabError
+
+SUITES = ("quick", "full")
+# Benchmark modules, imported on demand; each registers its benchmarks.
+BENCH_MODULES = ("genlab.bench.rbm_bench",)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    function: Callable
+    suites: tuple[str, ...]
+    description: str
+
+
+@dataclass
+class BenchContext:
+    suite: str
+    device: str
+    data_dir: str | None
+    work_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+
+_BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def benchmark(name: str, *, suites: tuple[str, ...] = SUITES, description: str = ""):
+    def decorate(function: Callable) -> Callable:
+        _BENCHMARKS[name] = Benchmark(name, function, suites, description or (function.__doc__ or "").strip())
+        return function
+
+    return decorate
+
+
+def available() -> dict[str, Benchmark]:
+    for module in BENCH_MODULES:
+        importlib.import_module(module)
+    return dict(sorted(_BENCHMARKS.items()))
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, report: Path,
+                   device: str = "auto", data_dir: str | None = None) -> int:
+    """Run the selected benchmarks, write one JSON file each, regenerate the report. Exit code 1 if any failed."""
+    import torch
+
+    from genlab.train.run import resolve_device
+
+    if suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
+    known = available()
+    if only:
+        unknown = [name for name in only if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(known)}")
+        selected = [known[name] for name in only]
+    else:
+        selected = [b for b in known.values() if suite in b.suites]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    resolved = str(resolve_device(device))
+    commit = git_commit()
+    machine = machine_info()
+    failures = 0
+    for bench in selected:
+        work_dir = results_dir.parent / "work" / bench.name
+        work_dir.mkdir(parents=True, exist_ok=True)
+        ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir)
+        started = time.perf_counter()
+        print(f"[bench] {bench.name} ({suite}) ...", flush=True)
+        try:
+            records = bench.function(ctx)
+            status, error = "ok", None
+        except Exception as exc:  # recorded, never silently dropped
+            records, status, error = [], "failed", f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+            failures += 1
+        wall = time.perf_counter() - started
+        for record in records:
+            record.setdefault("wall_s", round(wall, 2))
+            record.setdefault("device", resolved)
+            record.setdefault("commit", commit)
+        document = {"benchmark": bench.name, "suite": suite, "status": status, "error": error,
+                    "wall_s": round(wall, 2), "commit": commit, "device": resolved, "machine": machine,
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "notes": ctx.notes,
+                    "records": records}
+        path = results_dir / f"{bench.name}.json"
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+        print(f"[bench] {bench.name}: {status} in {wall:.1f} s -> {path}", flush=True)
+        torch.set_num_threads(os.cpu_count() or 1)
+    from genlab.bench.report import write_report
+
+    write_report(results_dir, report)
+    print(f"[bench] wrote {report}")
+    return 1 if failures else 0
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    documents = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GenlabError(f"benchmark results file {path} is corrupt ({exc}); delete it and rerun "
+                              f"`genlab bench --only {path.stem}`") from None
+        if not isinstance(document, dict) or "records" not in document or "benchmark" not in document:
+            raise GenlabError(f"{path} is not a genlab benchmark results file; delete it and rerun the benchmark")
+        documents.append(document)
+    return documents

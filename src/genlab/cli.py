@@ -1,0 +1,266 @@
+"""The ``genlab`` command line: list, train, sample, eval, plot, bench.
+
+Every user mistake ends as one line on stderr and exit code 2; a training run stopped on purpose (e.g. a
+non-finite loss) exits with 1. No traceback is shown for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from genlab.errors import ConfigError, GenlabError, TrainingError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so every error goes through one handler."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def preset_path(name: str) -> Path:
+    """A preset by name (``genlab/configs/NAME.yaml``) or by path."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    bundled = resources.files("genlab") / "configs" / f"{name}.yaml"
+    if bundled.is_file():
+        return Path(str(bundled))
+    raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names()) or 'none'}")
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("genlab") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="genlab", description="Train, sample, evaluate and compare classic generative models.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    commands.add_parser("list", help="list models, presets and datasets")
+
+    train = commands.add_parser("train", help="train a model (or resume a run)")
+    train.add_argument("model", nargs="?", help="model name from `genlab list` (omit with --resume)")
+    train.add_argument("--dataset", help="mnist, fashion-mnist, tinyshakespeare, or a .npy/.npz/.txt path")
+    train.add_argument("--preset", help="a preset name from `genlab list` or a YAML file")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    train.add_argument("--data-dir", help="where the datasets are (default: $GENLAB_DATA, cache, download)")
+    train.add_argument("--out", help="parent directory of run directories (default: runs)")
+    train.add_argument("--resume", metavar="RUN", help="continue a run directory from its last checkpoint")
+
+    sample = commands.add_parser("sample", help="draw samples from a trained run")
+    sample.add_argument("run", help="run directory (or a checkpoint directory)")
+    sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (images)")
+    sample.add_argument("--out", help="output PNG for images (default RUN/samples/sample.png)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="auto")
+    sample.add_argument("--steps", type=_positive_int, help="sampler steps (Gibbs / Langevin)")
+    sample.add_argument("--label", type=int, help="class label to clamp (DBN)")
+    sample.add_argument("--prompt", help="text prompt (char-LSTM)")
+    sample.add_argument("--length", type=_positive_int, help="characters to generate (char-LSTM)")
+    sample.add_argument("--temperature", type=float, help="sampling temperature; 0 means argmax")
+    sample.add_argument("--top-k", dest="top_k", type=int, help="sample from the k most likely characters")
+
+    evaluate = commands.add_parser("eval", help="test metrics of a trained run")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                          help="model-specific evaluation option, e.g. --option ais_runs=100 (repeatable)")
+
+    plot = commands.add_parser("plot", help="draw a run's training curves to PNG")
+    plot.add_argument("run")
+    plot.add_argument("--out", help="output PNG (default RUN/curves.png)")
+
+    bench = commands.add_parser("bench", help="run benchmarks and regenerate BENCHMARKS.md")
+    bench.add_argument("--suite", default="quick", help="quick or full")
+    bench.add_argument("--only", help="comma-separated benchmark names")
+    bench.add_argument("--results", default="benchmarks/results", help="directory for JSON results")
+    bench.add_argument("--report", default="BENCHMARKS.md")
+    return parser
+
+
+def _cmd_list(args) -> int:
+    from genlab import registry
+
+    print("models:")
+    for entry in registry.entries():
+        print(f"  {entry.name:<12} {entry.description} (default dataset: {entry.default_dataset})")
+    print("presets:")
+    for name in preset_names():
+        print(f"  {name}")
+    print("datasets: mnist, fashion-mnist, tinyshakespeare, or a path to .npy/.npz images or a UTF-8 text file")
+    return 0
+
+
+def _train_config(args):
+    from genlab import registry
+    from genlab.config import apply_overrides, build_run_config, load_yaml
+
+    if args.resume:
+        from genlab.train.run import load_run_config
+
+        data = load_run_config(Path(args.resume))
+        if args.model and args.model != data.get("model_name"):
+            raise ConfigError(f"--resume {args.resume} is a {data.get('model_name')} run, not {args.model}")
+    else:
+        if not args.model:
+            raise ConfigError("genlab train: name a model (see `genlab list`) or pass --resume RUN")
+        entry = registry.get(args.model)
+        data = {"model_name": entry.name, "data": {"dataset": entry.default_dataset}}
+        preset = args.preset or entry.default_preset
+        if preset:
+            loaded = load_yaml(preset_path(preset))
+            if loaded.get("model_name", entry.name) != entry.name:
+                raise ConfigError(f"preset {preset} is for model {loaded.get('model_name')}, not {entry.name}")
+            for key, value in loaded.items():
+                data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    flags = {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "train.epochs": args.epochs,
+             "train.seed": args.seed, "train.device": args.device, "train.out_dir": args.out}
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
+    return build_run_config(apply_overrides(data, overrides))
+
+
+def _cmd_train(args) -> int:
+    from genlab.train.run import train
+
+    config = _train_config(args)
+    run_dir = train(config, resume_dir=Path(args.resume) if args.resume else None)
+    if run_dir is not None:
+        print(f"run directory: {run_dir}")
+    return 0
+
+
+def _load(run: str, device: str):
+    from genlab.train.checkpoint import load_model
+    from genlab.train.run import resolve_device
+
+    return load_model(Path(run), resolve_device(device))
+
+
+def _cmd_sample(args) -> int:
+    import torch
+
+    from genlab.viz.grid import save_grid
+
+    model, config = _load(args.run, args.device)
+    options = {k: v for k, v in (("steps", args.steps), ("label", args.label), ("prompt", args.prompt),
+                                 ("length", args.length), ("temperature", args.temperature),
+                                 ("top_k", args.top_k)) if v is not None}
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
+    if hasattr(model, "stream"):
+        for piece in model.stream(generator=generator, **options):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    with torch.no_grad():
+        images = model.sample(args.n, generator=generator, **options)
+    out = Path(args.out) if args.out else Path(args.run) / "samples" / "sample.png"
+    low, high = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
+    save_grid(images, out, value_range=(low, high))
+    print(f"wrote {len(images)} samples to {out}")
+    return 0
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    from genlab.config import parse_override
+
+    options = {}
+    for text in pairs:
+        parts, value = parse_override(text)
+        options["_".join(parts)] = value
+    return options
+
+
+def _cmd_eval(args) -> int:
+    import torch
+
+    from genlab.data.datasets import build_data
+    from genlab.train.callbacks import json_safe
+
+    model, config = _load(args.run, args.device)
+    data_config = config.data
+    if args.data_dir:
+        from dataclasses import replace
+
+        data_config = replace(data_config, data_dir=args.data_dir)
+    data = build_data(data_config, seed=config.train.seed, splits=("val", "test"))
+    device = next(model.parameters()).device
+    test = data.test or data.val
+    if test is None:
+        raise ConfigError(f"{args.run}: its dataset has no test or validation split to evaluate on")
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    batches = ((x.to(device), y.to(device)) for x, y in test)
+    metrics = model.evaluate(batches, generator=generator, **_parse_options(args.options))
+    metrics = {"model": config.model_name, "dataset": config.data.dataset, **metrics}
+    run_dir = Path(args.run)
+    if (run_dir / "config.yaml").is_file():
+        (run_dir / "eval.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(json_safe(metrics)))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:<28} {value:.6g}" if isinstance(value, float) else f"{key:<28} {value}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from genlab.viz.plots import plot_metrics
+
+    run_dir = Path(args.run)
+    out = plot_metrics(run_dir / "metrics.jsonl", Path(args.out) if args.out else run_dir / "curves.png")
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from genlab.bench import run_benchmarks
+
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    return run_benchmarks(args.suite, only=only, results_dir=Path(args.results), report=Path(args.report))
+
+
+COMMANDS = {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
+            "plot": _cmd_plot, "bench": _cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.command](args)
+    except TrainingError as exc:
+        print(f"genlab: stopped: {exc}", file=sys.stderr)
+        return 1
+    except GenlabError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,105 @@
+"""The one model contract every genlab model follows.
+
+A model is an ``nn.Module`` built from a typed config dataclass. The Trainer only ever calls
+``loss(batch) -> (loss, logs)``; samplers call ``sample(n)``. Models whose learning rule is not a plain
+gradient (contrastive divergence for RBMs) express it as a surrogate loss whose gradient *is* the update,
+so optimizers, DDP all-reduce and checkpoints need no special case.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data before it is built."""
+
+    kind: str  # "image" or "text"
+    shape: tuple[int, ...] = ()  # one example: (C, H, W) for images
+    num_classes: int = 0
+    value_range: tuple[float, float] = (0.0, 1.0)
+    binary: bool = False
+    vocab: str = ""  # text: the characters, in index order
+
+
+class GenerativeModel(nn.Module, abc.ABC):
+    """Base class. Subclasses set ``config`` (a dataclass) and implement ``loss`` and ``sample``."""
+
+    registry_name: ClassVar[str] = ""
+    kind: ClassVar[str] = "image"  # "image": sample() returns (n, C, H, W) in data range; "text": token ids
+    # Whether bf16 autocast on CUDA is safe for this model (CD statistics and AIS want full precision).
+    supports_amp: ClassVar[bool] = False
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def adapt_config(cls, config: Any, info: DataInfo) -> Any:
+        """Fill in or check data-dependent config fields (input size, vocabulary). Raise ConfigError on mismatch."""
+        return config
+
+    def forward(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        # DDP only synchronises gradients of work done inside forward(), so forward *is* the loss.
+        return self.loss(batch)
+
+    @abc.abstractmethod
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        """Scalar training loss for one batch and a dict of floats to log."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
+        """Draw ``n`` samples."""
+
+    @torch.no_grad()
+    def validate(self, batches: Any) -> dict[str, float]:
+        """Average of ``loss`` logs over validation batches; models override for richer monitors."""
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in batches:
+            loss, logs = self.loss(batch)
+            logs = {"loss": float(loss), **logs}
+            for key, value in logs.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            count += 1
+        return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def evaluate(self, test_batches: Any, *, generator: torch.Generator | None = None,
+                 **options: Any) -> dict[str, float]:
+        """Headline test metrics for ``genlab eval`` (names carry units, e.g. ``test_loglik_nats``)."""
+        return {f"test_{k}": v for k, v in self.validate(test_batches).items()}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Parameter groups for the optimizer; by default weight decay applies to matrices only."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def init_from_data(self, batches: Any) -> None:
+        """Called once before training starts from scratch (not on resume): data-dependent initialisation."""
+
+    def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
+        """Pictures (image tensors) or texts (str) to save during training, keyed by name.
+
+        ``batch`` is a fixed validation batch, for reconstructions. The default is ``n`` samples.
+        """
+        return {"samples": self.sample(n, generator=generator)}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Training state outside the weights (persistent chains, replay buffers): tensors and plain values."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook for per-epoch model state (e.g. annealed sampler settings)."""

@@ -1,0 +1,265 @@
+"""Trainer callbacks: progress bar, metrics.jsonl, sample grids and GIFs, checkpoints.
+
+Only rank 0 builds the writing callbacks. Every callback that writes per-step files knows how to drop what a
+killed run wrote after its last checkpoint, so a resumed run leaves no duplicated rows or stale pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.train import checkpoint as ckpt
+
+
+class Callback:
+    def on_fit_start(self, trainer) -> None: ...
+    def on_epoch_start(self, trainer) -> None: ...
+    def on_step_end(self, trainer, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer, val_logs: dict[str, float]) -> None: ...
+    def on_fit_end(self, trainer) -> None: ...
+    def on_fit_error(self, trainer, error: BaseException) -> None: ...
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no literal for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class ProgressCallback(Callback):
+    """A tqdm bar per epoch; off when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+
+    def on_epoch_start(self, trainer) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.batch_in_epoch,
+                        desc=f"epoch {trainer.epoch + 1}/{trainer.config.train.epochs}", leave=False,
+                        dynamic_ncols=True)
+
+    def on_step_end(self, trainer, logs) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if trainer.step % 10 == 0:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
+
+    def on_epoch_end(self, trainer, val_logs) -> None:
+        self._close()
+        if self.enabled:
+            shown = {"loss": trainer.last_loss, **{f"val_{k}": v for k, v in val_logs.items()}}
+            text = "  ".join(f"{k} {v:.4g}" for k, v in list(shown.items())[:6])
+            print(f"epoch {trainer.epoch}/{trainer.config.train.epochs}  step {trainer.step}  {text}",
+                  file=sys.stderr)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_fit_end(self, trainer) -> None:
+        self._close()
+
+    def on_fit_error(self, trainer, error) -> None:
+        self._close()
+
+
+class MetricsCallback(Callback):
+    """Appends rows to ``metrics.jsonl``: train rows averaged over ``log_every`` steps, val rows per epoch."""
+
+    def __init__(self, path: Path, log_every: int):
+        self.path = path
+        self.log_every = log_every
+        self.window: dict[str, float] = {}
+        self.count = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(json_safe(row)) + "\n")
+            handle.flush()
+
+    def on_fit_start(self, trainer) -> None:
+        if trainer.step > 0 and self.path.exists():
+            self._truncate_after(trainer.step)
+
+    def _truncate_after(self, step: int) -> None:
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+            if row.get("step", 0) <= step:
+                kept.append(line)
+        temporary = self.path.with_suffix(".jsonl.tmp")
+        temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(temporary, self.path)
+
+    def on_step_end(self, trainer, logs) -> None:
+        for key, value in logs.items():
+            self.window[key] = self.window.get(key, 0.0) + value
+        self.count += 1
+        if trainer.step % self.log_every == 0 or trainer.finished:
+            self._flush(trainer)
+
+    def _flush(self, trainer) -> None:
+        if not self.count:
+            return
+        row = {"step": trainer.step, "epoch": trainer.epoch, "split": "train",
+               **{k: v / self.count for k, v in self.window.items()},
+               "lr": trainer.optimizer.param_groups[0]["lr"], "time": round(trainer.elapsed, 3)}
+        self.write(row)
+        self.window, self.count = {}, 0
+
+    def on_epoch_end(self, trainer, val_logs) -> None:
+        self._flush(trainer)
+        if val_logs:
+            self.write({"step": trainer.step, "epoch": trainer.epoch, "split": "val", **val_logs,
+                        "time": round(trainer.elapsed, 3)})
+
+    def on_fit_end(self, trainer) -> None:
+        self._flush(trainer)
+
+
+class SampleCallback(Callback):
+    """Saves ``model.snapshots`` (sample grids, reconstructions, filters; or texts) and GIFs of their evolution.
+
+    The same fixed generator seed is used every time, so the frames of a GIF show the model changing, not the noise.
+    """
+
+    _FRAME = re.compile(r"^(?P<name>.+)-step(?P<step>\d{9})\.png$")
+
+    def __init__(self, samples_dir: Path, every: int, num_samples: int, seed: int):
+        self.samples_dir = samples_dir
+        self.every = every
+        self.num_samples = num_samples
+        self.seed = seed
+        self.last_step = -1
+
+    def on_fit_start(self, trainer) -> None:
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.samples_dir.glob("*-step*.png"):
+            match = self._FRAME.match(path.name)
+            if match and int(match["step"]) > trainer.step:
+                path.unlink()
+        self.fixed_batch = None
+        loader = trainer.data.val or trainer.data.test
+        if loader is not None:
+            self.fixed_batch = next(iter(loader), None)
+
+    def on_step_end(self, trainer, logs) -> None:
+        if self.every and trainer.step % self.every == 0:
+            self.snapshot(trainer)
+
+    def on_epoch_end(self, trainer, val_logs) -> None:
+        if not self.every:
+            self.snapshot(trainer)
+
+    def snapshot(self, trainer) -> None:
+        if trainer.step == self.last_step:
+            return
+        self.last_step = trainer.step
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=trainer.device).manual_seed(self.seed)
+        batch = trainer._to_device(self.fixed_batch) if self.fixed_batch is not None else None
+        with torch.no_grad(), torch.random.fork_rng(
+                devices=[trainer.device] if trainer.device.type == "cuda" else []):
+            pictures = model.snapshots(self.num_samples, generator=generator, batch=batch)
+        model.train(was_training)
+        from genlab.viz.grid import save_grid
+
+        texts = []
+        for name, value in pictures.items():
+            if isinstance(value, str):
+                texts.append((name, value))
+            else:
+                save_grid(value, self.samples_dir / f"{name}-step{trainer.step:09d}.png",
+                          normalize_each=name == "filters",
+                          value_range=trainer.data.info.value_range)
+        if texts:
+            with open(self.samples_dir.parent / "samples.md", "a", encoding="utf-8") as handle:
+                handle.write(f"\n## step {trainer.step} (epoch {trainer.epoch})\n\n")
+                for name, text in texts:
+                    handle.write(f"### {name}\n\n```\n{text}\n```\n\n")
+
+    def on_fit_end(self, trainer) -> None:
+        if self.last_step != trainer.step:
+            self.snapshot(trainer)
+        from genlab.viz.gif import save_gif
+
+        frames: dict[str, list[tuple[int, Path]]] = {}
+        for path in self.samples_dir.glob("*-step*.png"):
+            match = self._FRAME.match(path.name)
+            if match:
+                frames.setdefault(match["name"], []).append((int(match["step"]), path))
+        for name, items in frames.items():
+            if len(items) > 1:
+                save_gif([p for _, p in sorted(items)], self.samples_dir / f"{name}.gif", duration_ms=300)
+
+
+class CheckpointCallback(Callback):
+    """Writes an atomic checkpoint every ``every`` steps (0: each epoch) and at the end; keeps the last K."""
+
+    def __init__(self, checkpoints_dir: Path, every: int, keep_last: int):
+        self.checkpoints_dir = checkpoints_dir
+        self.every = every
+        self.keep_last = keep_last
+        self.last_step = -1
+
+    def on_fit_start(self, trainer) -> None:
+        self.last_step = trainer.step
+
+    def save(self, trainer) -> None:
+        if trainer.step == self.last_step:
+            return
+        bad = [name for name, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            from genlab.errors import TrainingError
+
+            raise TrainingError(f"parameters {', '.join(bad[:3])} became non-finite at step {trainer.step}; "
+                                "not saving them. The last good checkpoint was kept; lower optim.lr and resume.")
+        ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model, trainer.config.to_dict(),
+                             trainer.state_dict(), self.keep_last)
+        self.last_step = trainer.step
+
+    def on_step_end(self, trainer, logs) -> None:
+        if self.every and trainer.step % self.every == 0 and trainer.batch_in_epoch != 0:
+            self.save(trainer)
+
+    def on_epoch_end(self, trainer, val_logs) -> None:
+        self.save(trainer)
+
+    def on_fit_end(self, trainer) -> None:
+        self.save(trainer)
+
+
+def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool) -> list[Callback]:
+    """The standard set: progress everywhere it is wanted; files only from rank 0 with a run directory."""
+    callbacks: list[Callback] = [ProgressCallback(trainer_config.progress and is_main)]
+    if run_dir is not None and is_main:
+        callbacks += [
+            MetricsCallback(run_dir / "metrics.jsonl", trainer_config.log_every),
+            SampleCallback(run_dir / "samples", trainer_config.sample_every, trainer_config.num_samples,
+                           seed=trainer_config.seed + 777),
+            CheckpointCallback(run_dir / "checkpoints", trainer_config.checkpoint_every, trainer_config.keep_last),
+        ]
+    return callbacks

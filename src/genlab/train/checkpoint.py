@@ -1,0 +1,165 @@
+"""Checkpoints: ``model.safetensors`` (weights + config) and ``train_state.pt`` (everything else).
+
+``model.safetensors`` is what sample/eval/serve load: plain tensors plus the run config as JSON metadata, so
+a checkpoint rebuilds its own model. ``train_state.pt`` holds optimizer, scheduler, step, RNG states and model
+state such as persistent chains; it is read with ``torch.load(weights_only=True)``, so a tampered file can
+never execute code. Each checkpoint is written into a temporary directory, fsynced and renamed into place,
+so a process killed at any moment leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from genlab.errors import CheckpointError, ConfigError
+
+FORMAT = "genlab-1"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d{9})$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_model_file(path: Path, model: torch.nn.Module, run_config: dict) -> None:
+    tensors = {name: tensor.detach().contiguous().cpu().clone() for name, tensor in model.state_dict().items()}
+    metadata = {"format": FORMAT, "run_config": json.dumps(run_config)}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, run_config: dict,
+                    train_state: dict[str, Any], keep_last: int) -> Path:
+    """Atomically write ``checkpoints_dir/step-NNNNNNNNN/`` and prune to the newest ``keep_last``."""
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / f"step-{step:09d}"
+    temporary = checkpoints_dir / f".tmp-step-{step:09d}-{os.getpid()}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    save_model_file(temporary / MODEL_FILE, model, run_config)
+    torch.save(train_state, temporary / STATE_FILE)
+    for name in (MODEL_FILE, STATE_FILE):
+        _fsync_file(temporary / name)
+    _fsync_dir(temporary)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _fsync_dir(checkpoints_dir)
+    for old in list_checkpoints(checkpoints_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first (temporary ones are ignored)."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint directory of a run, or a CheckpointError explaining what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    if (run_dir / MODEL_FILE).is_file():
+        return run_dir  # a checkpoint directory given directly
+    found = list_checkpoints(run_dir / "checkpoints")
+    if not found:
+        raise CheckpointError(f"{run_dir} has no checkpoints (expected {run_dir / 'checkpoints'}/step-*/); "
+                              "train it first or pass a run directory that finished at least one checkpoint")
+    return found[-1]
+
+
+def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and the run-config dict of a ``model.safetensors``; CheckpointError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    if metadata.get("format") != FORMAT or "run_config" not in metadata:
+        raise CheckpointError(f"{path} is not a genlab checkpoint (no genlab config in its metadata)")
+    try:
+        run_config = json.loads(metadata["run_config"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: the config stored in its metadata is not valid JSON") from None
+    return tensors, run_config
+
+
+def load_model(path: Path, device: str | torch.device = "cpu"):
+    """Rebuild a model from a checkpoint directory, run directory or ``model.safetensors`` file.
+
+    Returns ``(model, run_config)``; the model is in eval mode on ``device``.
+    """
+    from genlab import registry
+    from genlab.config import build_run_config
+
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path) / MODEL_FILE
+    tensors, config_dict = read_model_file(path)
+    try:
+        run_config = build_run_config(config_dict)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its stored config is invalid: {exc}") from None
+    entry = registry.get(run_config.model_name)
+    model = entry.model_cls(run_config.model)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match the {entry.name} model they claim to be: {first}") from None
+    return model.to(device).eval(), run_config
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """Load ``train_state.pt`` with ``weights_only=True``; anything else than plain data is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            AttributeError, TypeError, KeyError, IndexError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is corrupt, truncated or not a plain-data train state "
+                              f"(refused to load: {message[:200]})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a genlab train state")
+    return state

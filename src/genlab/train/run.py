@@ -1,0 +1,126 @@
+"""From a RunConfig to a finished run directory: data, model, trainer, callbacks, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from genlab import registry
+from genlab.config import RunConfig, build_run_config, dump_yaml, load_yaml
+from genlab.data.datasets import DataBundle, build_data
+from genlab.errors import CheckpointError, ConfigError
+from genlab.train import checkpoint as ckpt
+from genlab.train.callbacks import default_callbacks
+from genlab.train.distributed import DistInfo, init_distributed, max_replica_difference, shutdown_distributed
+from genlab.train.trainer import Trainer, seed_everything
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available here; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device={name} but MPS is not available here; use --device cpu or auto")
+    return device
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    dataset = Path(config.data.dataset).stem if Path(config.data.dataset).suffix else config.data.dataset
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(config.train.out_dir) / f"{config.model_name}-{dataset}-{stamp}"
+    candidate, suffix = base, 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{suffix}")
+        suffix += 1
+    return candidate
+
+
+def load_run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a genlab run directory (no config.yaml)")
+    return load_yaml(path)
+
+
+def build_model(config: RunConfig, data: DataBundle):
+    """Adapt the model config to the data (input size, vocabulary) and build the model."""
+    entry = registry.get(config.model_name)
+    model_config = entry.model_cls.adapt_config(config.model, data.info)
+    config = dataclasses.replace(config, model=model_config)
+    return entry.model_cls(model_config), config
+
+
+def train(config: RunConfig, *, resume_dir: Path | None = None, run_dir: Path | None = None,
+          write: bool = True) -> Path | None:
+    """Train (or resume) a run; returns the run directory (None on non-main ranks or when ``write`` is off)."""
+    device = resolve_device(config.train.device)
+    dist_info = init_distributed(device.type)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        return _train(config, device, dist_info, resume_dir, run_dir, write)
+    finally:
+        shutdown_distributed()
+
+
+def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_dir: Path | None,
+           run_dir: Path | None, write: bool) -> Path | None:
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    data = build_data(config.data, seed=config.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
+    seed_everything(config.train.seed)
+    model, config = build_model(config, data)
+    state = None
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        latest = ckpt.latest_checkpoint(run_dir)
+        tensors, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{latest}: weights do not fit this model: {str(exc).splitlines()[0]}") from None
+        state = ckpt.load_train_state(latest / ckpt.STATE_FILE)
+    else:
+        model.init_from_data(data.train)
+        if write and dist_info.is_main:
+            run_dir = run_dir or new_run_dir(config)
+    model.to(device)
+    if write and dist_info.is_main and run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
+    callbacks = default_callbacks(run_dir if write else None, config.train, dist_info.is_main)
+    trainer = Trainer(model, config, data, device=device, dist_info=dist_info, run_dir=run_dir,
+                      callbacks=callbacks)
+    if state is not None:
+        trainer.load_state_dict(state)
+    else:
+        # Model initialisation used the shared seed; training noise gets a per-rank stream.
+        seed_everything(config.train.seed + dist_info.rank)
+    trainer.fit()
+    if dist_info.enabled:
+        difference = max_replica_difference(model)
+        if dist_info.is_main and write and run_dir is not None:
+            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": trainer.step, "event": "ddp_check",
+                                         "world_size": dist_info.world_size,
+                                         "max_param_diff": difference}) + "\n")
+    return run_dir if dist_info.is_main else None
+
+
+def config_for_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
+    from genlab.config import apply_overrides
+
+    return build_run_config(apply_overrides(load_run_config(run_dir), overrides))
+

@@ -1,0 +1,231 @@
+"""The one training loop. Everything model-specific lives in ``model.loss``; everything else is a callback."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.config import OptimConfig, RunConfig
+from genlab.data.datasets import DataBundle
+from genlab.errors import TrainingError
+from genlab.models.base import GenerativeModel
+from genlab.train.distributed import DistInfo, all_ranks_agree
+
+
+def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+    optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def lr_factor(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rate after ``step`` optimizer steps."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "linear":
+        return floor + (1.0 - floor) * (1.0 - progress)
+    if cfg.schedule == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "exponential":
+        return max(floor, cfg.decay_rate ** (step / max(1, steps_per_epoch)))
+    return 1.0
+
+
+def rng_state() -> dict[str, Any]:
+    """All random-number-generator states, as plain data that ``weights_only`` loading accepts."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [int(v) if not isinstance(v, np.ndarray) else torch.from_numpy(v.astype(np.int64))
+                  for v in np.random.get_state()[1:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Runs ``model.loss`` over the training batches with one optimizer; callbacks do the rest.
+
+    Position is (epoch, batch_in_epoch): the next batch to train on. Together with the RNG states, optimizer and
+    ``model.extra_state()`` it is all a resumed run needs to continue exactly where a killed one stopped.
+    """
+
+    def __init__(self, model: GenerativeModel, config: RunConfig, data: DataBundle, *, device: torch.device,
+                 dist_info: DistInfo = DistInfo(), run_dir: Path | None = None, callbacks: list | None = None):
+        self.model = model
+        self.config = config
+        self.data = data
+        self.device = device
+        self.dist = dist_info
+        self.run_dir = run_dir
+        self.callbacks = list(callbacks or [])
+        self.network: torch.nn.Module = model
+        if dist_info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers such as persistent chains are per-rank state, not something to overwrite from rank 0.
+            self.network = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        self.optimizer = build_optimizer(model, config.optim)
+        self.steps_per_epoch = len(data.train)
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"the training set has fewer examples ({data.train.num_examples}) than one batch "
+                                f"({data.train.batch_size}) per process; lower data.batch_size")
+        self.total_steps = config.train.epochs * self.steps_per_epoch
+        # The schedule's horizon is the configured epochs, never max_steps, so stopping early and resuming
+        # later follows the same learning-rate curve as one uninterrupted run.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, config.optim, self.total_steps, self.steps_per_epoch))
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.elapsed = 0.0
+        self.last_loss = math.nan
+        self.last_val: dict[str, float] = {}
+        self.stop_requested = False
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "elapsed": self.elapsed,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "model_extra": self.model.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.model.load_extra_state(state.get("model_extra", {}))
+        set_rng_state(state["rng"])
+
+    # -- loop ----------------------------------------------------------------------------------------------
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._to_device(b) for b in batch)
+        return batch
+
+    def _autocast(self):
+        if self.config.train.amp and self.device.type == "cuda" and self.model.supports_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _apply_momentum_schedule(self) -> None:
+        cfg = self.config.optim
+        if cfg.final_momentum is None or cfg.name not in ("sgd", "rmsprop"):
+            return
+        momentum = cfg.final_momentum if self.epoch >= cfg.momentum_switch_epochs else cfg.momentum
+        for group in self.optimizer.param_groups:
+            group["momentum"] = momentum
+
+    @property
+    def finished(self) -> bool:
+        max_steps = self.config.train.max_steps
+        return self.epoch >= self.config.train.epochs or (max_steps > 0 and self.step >= max_steps)
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        self.network.train()
+        with self._autocast():
+            loss, logs = self.network(self._to_device(batch))
+        finite = bool(torch.isfinite(loss.detach()))
+        if self.dist.enabled:
+            finite = all_ranks_agree(finite, self.device)
+        if not finite:
+            raise TrainingError(
+                f"the loss became non-finite ({float(loss):.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
+                "training stopped and the last good checkpoint was kept. Lower optim.lr or enable optim.grad_clip, "
+                "then resume from the run directory.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.last_loss = float(loss.detach())
+        return {"loss": self.last_loss, **{k: float(v) for k, v in logs.items()}}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if not (self.config.train.validate and self.data.val is not None):
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        # Validation must not consume training randomness, or resuming would depend on when it ran.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            logs = self.model.validate(self._to_device(b) for b in self.data.val)
+        self.model.train(was_training)
+        self.last_val = logs
+        return logs
+
+    def fit(self) -> None:
+        self._emit("on_fit_start")
+        try:
+            while not self.finished:
+                self.data.train.set_epoch(self.epoch)
+                self.model.on_epoch_start(self.epoch)
+                self._apply_momentum_schedule()
+                self._emit("on_epoch_start")
+                for batch in self.data.train.iter_from(self.batch_in_epoch):
+                    started = time.perf_counter()
+                    logs = self.train_step(batch)
+                    self.elapsed += time.perf_counter() - started
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    if self.batch_in_epoch >= self.steps_per_epoch:
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
+                    self._emit("on_step_end", logs)
+                    if self.batch_in_epoch == 0:
+                        self._emit("on_epoch_end", self.validate())
+                    if self.stop_requested or self.finished:
+                        break
+                if self.stop_requested:
+                    break
+        except BaseException as exc:
+            self._emit("on_fit_error", exc)
+            raise
+        self._emit("on_fit_end")

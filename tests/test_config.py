@@ -1,0 +1,74 @@
+import pytest
+
+from genlab.config import (DataConfig, OptimConfig, TrainConfig, apply_overrides, build_run_config, dump_yaml,
+                           from_dict, load_yaml, to_dict)
+from genlab.errors import ConfigError
+
+
+def test_yaml_11_float_strings_are_coerced():
+    # YAML 1.1 reads 1e-3 as the string "1e-3"; the config must still get a float.
+    cfg = from_dict(OptimConfig, {"lr": "1e-3", "momentum": "0.5"})
+    assert cfg.lr == pytest.approx(1e-3) and isinstance(cfg.lr, float)
+    assert cfg.momentum == 0.5
+
+
+def test_unknown_key_is_an_error_that_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) optim.lrr.*optim.lr"):
+        from_dict(OptimConfig, {"lrr": 0.1}, "optim")
+
+
+@pytest.mark.parametrize("section,values,message", [
+    (OptimConfig, {"lr": "fast"}, "expected a number"),
+    (OptimConfig, {"lr": -1}, "optim.lr must be > 0"),
+    (OptimConfig, {"lr": "nan"}, "finite"),
+    (TrainConfig, {"epochs": 1.5}, "expected an integer"),
+    (TrainConfig, {"epochs": True}, "expected an integer"),
+    (TrainConfig, {"validate": "maybe"}, "true/false"),
+    (DataConfig, {"binarize": "sometimes"}, "binarize"),
+    (DataConfig, {"batch_size": 0}, "batch_size"),
+])
+def test_wrong_types_and_values_are_errors(section, values, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(section, values)
+
+
+def test_integer_from_scientific_string():
+    assert from_dict(TrainConfig, {"max_steps": "1e3"}).max_steps == 1000
+
+
+def test_overrides_build_a_valid_run_config():
+    data = apply_overrides({"model_name": "rbm"}, ["optim.lr=1e-3", "model.n_hidden=20", "train.epochs=3",
+                                                   "data.data_dir=null"])
+    config = build_run_config(data)
+    assert config.optim.lr == pytest.approx(1e-3)
+    assert config.model.n_hidden == 20
+    assert config.train.epochs == 3
+    assert config.data.data_dir is None
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["optim.lr"])
+    with pytest.raises(ConfigError, match="unknown model"):
+        build_run_config({"model_name": "nope"})
+    with pytest.raises(ConfigError, match="top-level"):
+        build_run_config({"model_name": "rbm", "optimizer": {}})
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = build_run_config({"model_name": "rbm", "optim": {"lr": 0.05, "name": "sgd"}})
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(config.to_dict()))
+    again = build_run_config(load_yaml(path))
+    assert to_dict(again.model) == to_dict(config.model)
+    assert again.optim == config.optim and again.train == config.train and again.data == config.data
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(path)
