@@ -146,6 +146,16 @@ def _read_gzip(stream, where: str, max_bytes: int) -> np.ndarray:
     return _to_native(buffer, dtype, dims)
 
 
+def _drain(stream, limit: int) -> None:
+    """Read and discard up to ``limit`` more bytes (so gzip validates what it can)."""
+    seen = 0
+    while seen <= limit:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return
+        seen += len(chunk)
+
+
 def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw, detected by its magic bytes) into a native-endian array.
 
@@ -160,7 +170,13 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.n
             if not compressed:
                 return _read_raw(handle, where, max_bytes)
             with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
-                return _read_gzip(stream, where, max_bytes)
+                try:
+                    return _read_gzip(stream, where, max_bytes)
+                except DataError:
+                    # A damaged deflate stream can yield a garbled header before gzip sees its CRC: report the
+                    # corruption rather than the symptom when the rest of the stream proves it.
+                    _drain(stream, max_bytes)
+                    raise
     except DataError:
         raise
     except FileNotFoundError:

@@ -176,7 +176,7 @@ class Trainer:
             finite = all_ranks_agree(finite, self.device)
         if not finite:
             raise TrainingError(
-                f"the loss became non-finite ({float(loss):.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
+                f"the loss became non-finite ({float(loss.detach()):.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
                 "training stopped and the last good checkpoint was kept. Lower optim.lr or enable optim.grad_clip, "
                 "then resume from the run directory.")
         self.optimizer.zero_grad(set_to_none=True)

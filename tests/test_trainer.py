@@ -1,0 +1,205 @@
+"""The engine end to end with the first real model (the RBM) on a tiny structured image set."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.config import apply_overrides, build_run_config
+from genlab.errors import CheckpointError, TrainingError
+from genlab.train import checkpoint as ckpt
+from genlab.train.run import train
+
+
+def tiny_config(dataset: Path, out: Path, *extra: str):
+    base = {"model_name": "rbm"}
+    overrides = [f"data.dataset={dataset}", "data.val_size=64", "data.batch_size=16", "data.binarize=dynamic",
+                 "model.n_hidden=12", "model.persistent=true", "model.n_chains=16", "model.sample_steps=20",
+                 "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.5", "optim.final_momentum=0.9",
+                 "optim.momentum_switch_epochs=1", "optim.schedule=cosine", "train.epochs=3",
+                 "train.num_samples=16", "train.progress=false", "train.device=cpu", f"train.out_dir={out}",
+                 "train.checkpoint_every=7", "train.log_every=5", *extra]
+    return build_run_config(apply_overrides(base, overrides))
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    latest = ckpt.latest_checkpoint(run_dir)
+    tensors, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
+    state = ckpt.load_train_state(latest / ckpt.STATE_FILE)
+    tensors.update({f"extra.{k}": v for k, v in state["model_extra"].items() if isinstance(v, torch.Tensor)})
+    return tensors
+
+
+def assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    def refuse(constant):
+        raise AssertionError(f"non-JSON literal {constant} in metrics.jsonl")
+
+    return [json.loads(line, parse_constant=refuse)
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_run_directory_contents_and_determinism(tiny_images, tmp_path):
+    first = train(tiny_config(tiny_images, tmp_path / "a"))
+    second = train(tiny_config(tiny_images, tmp_path / "b"))
+    assert_same(final_state(first), final_state(second))
+    assert (first / "config.yaml").is_file()
+    rows = metric_rows(first)
+    assert any(r["split"] == "val" for r in rows) and any(r["split"] == "train" for r in rows)
+    assert list((first / "samples").glob("samples-step*.png"))
+    assert (first / "samples" / "samples.gif").is_file()
+    assert len(ckpt.list_checkpoints(first / "checkpoints")) == 2  # keep_last default
+
+
+def test_stop_and_resume_equals_one_straight_run(tiny_images, tmp_path):
+    straight = train(tiny_config(tiny_images, tmp_path / "straight", "train.max_steps=60"))
+    partial = train(tiny_config(tiny_images, tmp_path / "resumed", "train.max_steps=30"))
+    assert ckpt.latest_checkpoint(partial).name == "step-000000030"
+    resumed_config = tiny_config(tiny_images, tmp_path / "resumed", "train.max_steps=60")
+    train(resumed_config, resume_dir=partial)
+    assert_same(final_state(straight), final_state(partial))
+    steps = [r["step"] for r in metric_rows(partial) if r["split"] == "train"]
+    assert steps == sorted(set(steps)), "duplicated or out-of-order metric rows after resume"
+    assert steps == [r["step"] for r in metric_rows(straight) if r["split"] == "train"]
+
+
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resume_matches(tiny_images, tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out", str(out),
+            "--device", "cpu", "--epochs", "60", "--set", "data.val_size=64", "--set", "data.batch_size=16",
+            "--set", "model.n_hidden=12", "--set", "model.persistent=true", "--set", "model.n_chains=16",
+            "--set", "model.sample_steps=20", "--set", "optim.name=sgd", "--set", "optim.lr=0.05",
+            "--set", "train.checkpoint_every=7", "--set", "train.progress=false", "--set", "train.threads=1",
+            "--set", "data.binarize=dynamic"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    run_dir = None
+    while time.time() < deadline:
+        found = list(out.glob("rbm-*/checkpoints/step-*")) if out.exists() else []
+        if len(found) >= 2:
+            run_dir = found[0].parents[1]
+            break
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert run_dir is not None, "training never wrote a checkpoint"
+    killed_at = ckpt.latest_checkpoint(run_dir)
+    final_epochs = 60
+    assert int(killed_at.name.split("-")[1]) < final_epochs * 28, "the run finished before it was killed"
+    ckpt.load_model(run_dir)  # the last checkpoint is complete and loadable
+    resumed = subprocess.run([sys.executable, "-m", "genlab", "train", "--resume", str(run_dir), "--set",
+                              "train.threads=1"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    config = tiny_config(tiny_images, tmp_path / "straight", "train.epochs=60", "train.sample_every=0",
+                         "train.log_every=50", "optim.schedule=constant", "optim.momentum=0.0",
+                         "optim.final_momentum=null", "train.threads=1")
+    straight = train(config)
+    assert_same(final_state(straight), final_state(run_dir))
+    rows = [r for r in metric_rows(run_dir) if r.get("split") == "train"]
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps))
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny_images, tmp_path, monkeypatch):
+    from genlab.models.rbm import RBM
+
+    original = RBM.loss
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        loss, logs = original(self, batch)
+        return (loss * float("nan") if calls["n"] > 20 else loss), logs
+
+    monkeypatch.setattr(RBM, "loss", poisoned)
+    config = tiny_config(tiny_images, tmp_path / "nan")
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(config)
+    run_dir = next((tmp_path / "nan").iterdir())
+    latest = ckpt.latest_checkpoint(run_dir)
+    assert latest.name == "step-000000014"
+    model, _ = ckpt.load_model(run_dir)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_in_train_state_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "train_state.pt"
+    torch.save({"step": 1, "evil": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        ckpt.load_train_state(path)
+    assert not marker.exists()
+    path.write_bytes(pickle.dumps({"step": 1, "evil": _Payload(marker)}))
+    with pytest.raises(CheckpointError):
+        ckpt.load_train_state(path)
+    assert not marker.exists()
+
+
+def test_truncated_and_tampered_checkpoints_are_typed_errors(tiny_images, tmp_path):
+    run_dir = train(tiny_config(tiny_images, tmp_path, "train.max_steps=10"))
+    latest = ckpt.latest_checkpoint(run_dir)
+    model_file = latest / ckpt.MODEL_FILE
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ckpt.load_model(run_dir)
+    model_file.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError):
+        ckpt.load_model(run_dir)
+    state_file = latest / ckpt.STATE_FILE
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    with pytest.raises(CheckpointError):
+        ckpt.load_train_state(state_file)
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        ckpt.latest_checkpoint(tmp_path)
+
+
+def test_weights_that_do_not_match_their_config_are_refused(tiny_images, tmp_path):
+    from safetensors.torch import save_file
+
+    run_dir = train(tiny_config(tiny_images, tmp_path, "train.max_steps=5"))
+    model_file = ckpt.latest_checkpoint(run_dir) / ckpt.MODEL_FILE
+    tensors, config = ckpt.read_model_file(model_file)
+    config["model"]["n_hidden"] = 99
+    save_file(tensors, str(model_file), metadata={"format": ckpt.FORMAT, "run_config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="do not match"):
+        ckpt.load_model(run_dir)
+
+
+def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731"]
+    result = subprocess.run(
+        torchrun + ["-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out", str(tmp_path),
+                    "--device", "cpu", "--epochs", "2", "--set", "data.val_size=64", "--set", "data.batch_size=16",
+                    "--set", "model.n_hidden=12", "--set", "model.persistent=true", "--set", "train.threads=1",
+                    "--set", "model.sample_steps=20", "--set", "optim.name=sgd", "--set", "optim.lr=0.05"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dirs = list(tmp_path.glob("rbm-*"))
+    assert len(run_dirs) == 1, "only rank 0 may write a run directory"
+    rows = metric_rows(run_dirs[0])
+    check = [r for r in rows if r.get("event") == "ddp_check"]
+    assert check and check[0]["world_size"] == 2 and check[0]["max_param_diff"] == 0.0
+    # (448 train images / 2 ranks) // 16 = 14 steps per epoch
+    assert ckpt.latest_checkpoint(run_dirs[0]).name == "step-000000028"
