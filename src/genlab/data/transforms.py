@@ -58,7 +58,7 @@ def from_symmetric(x: Tensor) -> Tensor:
 
 def flatten(x: Tensor) -> Tensor:
     """(N, ...) -> (N, D)."""
-    return x.reshape(x.shape[0], -1)
+    return torch.flatten(x, start_dim=1)
 
 
 def check_unit_range(x: Tensor, what: str) -> None:

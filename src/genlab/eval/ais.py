@@ -55,7 +55,7 @@ def bernoulli(probs: Tensor, generator: torch.Generator | None = None) -> Tensor
     else:
         noise = torch.rand(probs.shape, generator=generator, device=generator.device, dtype=probs.dtype)
         noise = noise.to(probs.device)
-    return (noise < probs).to(probs.dtype)
+    return noise.lt_(probs)  # in place: 1.0 where u < p, else 0.0
 
 
 def default_betas(n: int = _PAPER_TOTAL) -> Tensor:
@@ -130,14 +130,15 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_visible_logits: Tens
     for k in range(1, len(schedule)):
         beta_prev, beta = schedule[k - 1], schedule[k]
         pre = torch.addmm(c, v, W.t())  # (n_runs, n_hidden): c + W v
-        # log p*_β(v_k) - log p*_β'(v_k); the b_A·v term cancels.
-        step = (F.softplus(beta * pre) - F.softplus(beta_prev * pre)).sum(1, dtype=torch.float64)
-        step += (beta - beta_prev) * (v @ delta_b).double()
-        log_w += step
+        scaled = pre.mul_(beta)  # β(c + Wv), in place: pre itself is not needed again
+        # log p*_β(v_k) - log p*_β'(v_k) = (β - β')(b - b_A)·v + Σ_j [softplus(β x_j) - softplus(β' x_j)].
+        previous = F.softplus(scaled * (beta_prev / beta)) if beta > 0 else F.softplus(scaled)
+        log_w += torch.sub(F.softplus(scaled), previous).sum(1, dtype=torch.float64)
+        log_w += (beta - beta_prev) * (v @ delta_b).double()
         if k < len(schedule) - 1:
             # Gibbs transition leaving p_β invariant: h ~ σ(β(c + Wv)), v ~ σ(b_A + β(b - b_A + Wᵀh)).
-            h = bernoulli(torch.sigmoid(beta * pre), generator)
-            v = bernoulli(torch.sigmoid(torch.addmm(base + beta * delta_b, h, W, alpha=beta)), generator)
+            h = bernoulli(scaled.sigmoid_(), generator)
+            v = bernoulli(torch.addmm(base + beta * delta_b, h, W, alpha=beta).sigmoid_(), generator)
     log_weights = log_w + _log_partition_base(base, n_hidden)
     log_z = float(torch.logsumexp(log_weights, 0)) - math.log(n_runs)
     return log_z, log_weights.cpu()
