@@ -1,4 +1,4 @@
-"""The ``genlab`` command line: list, train, sample, eval, plot, bench.
+"""The ``genlab`` command line: list, train, sample, eval, plot, bench, serve.
 
 Every user mistake ends as one line on stderr and exit code 2; a training run stopped on purpose (e.g. a
 non-finite loss) exits with 1. No traceback is shown for either.
@@ -80,6 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--length", type=_positive_int, help="characters to generate (char-LSTM)")
     sample.add_argument("--temperature", type=float, help="sampling temperature; 0 means argmax")
     sample.add_argument("--top-k", dest="top_k", type=int, help="sample from the k most likely characters")
+    sample.add_argument("--unknown", choices=("error", "skip", "replace"),
+                        help="prompt characters outside the vocabulary: error (default), skip or replace (char-LSTM)")
 
     evaluate = commands.add_parser("eval", help="test metrics of a trained run")
     evaluate.add_argument("run")
@@ -99,6 +101,16 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", help="comma-separated benchmark names")
     bench.add_argument("--results", default="benchmarks/results", help="directory for JSON results")
     bench.add_argument("--report", default="BENCHMARKS.md")
+
+    serve = commands.add_parser("serve", help="open the studio: a local web page to explore runs and models")
+    serve.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
+                       help="directory holding run directories (default: runs)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: only this machine can connect)")
+    serve.add_argument("--port", type=_positive_int, default=8765)
+    serve.add_argument("--device", default="cpu", help="where models run: cpu (default), auto, cuda, mps")
+    serve.add_argument("--cache-size", dest="cache_size", type=_positive_int, default=4,
+                       help="loaded models kept in memory (least recently used are dropped)")
     return parser
 
 
@@ -168,7 +180,7 @@ def _cmd_sample(args) -> int:
     model, config = _load(args.run, args.device)
     options = {k: v for k, v in (("steps", args.steps), ("label", args.label), ("prompt", args.prompt),
                                  ("length", args.length), ("temperature", args.temperature),
-                                 ("top_k", args.top_k)) if v is not None}
+                                 ("top_k", args.top_k), ("unknown", args.unknown)) if v is not None}
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
     if hasattr(model, "stream"):
         for piece in model.stream(generator=generator, **options):
@@ -243,8 +255,29 @@ def _cmd_bench(args) -> int:
     return run_benchmarks(args.suite, only=only, results_dir=Path(args.results), report=Path(args.report))
 
 
+def _cmd_serve(args) -> int:
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"genlab serve needs the studio extra ({', '.join(missing)} not installed): "
+                          'pip install -e ".[studio]"')
+    from genlab.studio import serve
+    from genlab.train.run import resolve_device
+
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise ConfigError(f"runs directory {runs_dir} does not exist; train a model first (genlab train ...) "
+                          "or pass the directory that holds your runs")
+    device = str(resolve_device(args.device))
+    print(f"genlab studio: http://{args.host}:{args.port}/  (runs: {runs_dir.resolve()}, device: {device}; "
+          "Ctrl+C stops it)", flush=True)
+    serve(runs_dir, host=args.host, port=args.port, device=device, cache_size=args.cache_size)
+    return 0
+
+
 COMMANDS = {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-            "plot": _cmd_plot, "bench": _cmd_bench}
+            "plot": _cmd_plot, "bench": _cmd_bench, "serve": _cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

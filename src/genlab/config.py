@@ -222,6 +222,13 @@ class DataConfig:
     batch_size: int = 100
     seq_len: int = 256  # text: characters per training sequence
     val_fraction: float = 0.1  # text: the last fraction of the corpus is validation (nanoGPT split)
+    # text: shuffled = independent seq_len windows in a fresh random order each epoch; streams = batch_size
+    # contiguous streams of the corpus read in order (row b of batch i+1 continues row b of batch i), for
+    # truncated BPTT with the recurrent state carried between batches
+    text_order: str = "shuffled"
+    # text: keep the last partial validation sequence, its missing targets set to -100 (cross-entropy's
+    # ignore_index), so evaluation covers every validation character
+    text_val_tail: bool = False
 
     def __post_init__(self) -> None:
         _check(self.binarize in {"none", "threshold", "dynamic"},
@@ -232,6 +239,8 @@ class DataConfig:
         _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
         _check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
         _check(0.0 <= self.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        _check(self.text_order in {"shuffled", "streams"},
+               f"data.text_order must be shuffled or streams, got {self.text_order!r}")
         _check(self.pad_to == 0 or self.pad_to >= 28, f"data.pad_to must be 0 or >= 28, got {self.pad_to}")
 
 

@@ -15,6 +15,8 @@ from genlab.models.base import DataInfo
 
 TEXT_DATASETS = ("tinyshakespeare",)
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
+# Text targets with this value carry no loss: torch.nn.functional.cross_entropy's default ignore_index.
+IGNORE_INDEX = -100
 
 
 @dataclass
@@ -137,6 +139,48 @@ def _chunk(ids: Tensor, seq_len: int, what: str) -> tuple[Tensor, Tensor]:
     return inputs, targets
 
 
+def _streams(ids: Tensor, seq_len: int, streams: int) -> tuple[Tensor, Tensor]:
+    """(input, target) rows laid out as ``streams`` contiguous streams of the text, read in order.
+
+    The text is cut into ``streams`` equal contiguous pieces; row ``i * streams + s`` is chunk ``i`` of piece
+    ``s``. An unshuffled loader with ``batch_size * world_size == streams`` then gives every rank, at every
+    batch, the next chunk of the same pieces (the loader shards rows ``rank::world_size``), which is what
+    truncated BPTT with a carried state needs.
+    """
+    stride = (len(ids) - 1) // streams
+    chunks = stride // seq_len
+    if chunks < 1:
+        raise DataError(f"the training text has {len(ids)} characters, too few for {streams} contiguous streams "
+                        f"of at least one sequence of {seq_len + 1}; lower data.batch_size or data.seq_len, or use "
+                        "data.text_order=shuffled")
+    starts = torch.arange(streams) * stride
+    index = starts[:, None] + torch.arange(chunks * seq_len)[None, :]  # (streams, chunks * seq_len)
+
+    def rows(positions: Tensor) -> Tensor:
+        return ids[positions].reshape(streams, chunks, seq_len).transpose(0, 1).reshape(chunks * streams, seq_len)
+
+    return rows(index), rows(index + 1)
+
+
+def _with_tail(ids: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
+    """Like :func:`_chunk`, plus one last row for the characters a whole sequence would drop.
+
+    The last row's inputs are padded with id 0 and its targets with ``IGNORE_INDEX``, so a cross-entropy with
+    that ignore_index scores every character of ``ids`` after the first exactly once, in order.
+    """
+    count = (len(ids) - 1) // seq_len
+    inputs, targets = (_chunk(ids, seq_len, "validation") if count >= 1 else
+                       (ids.new_empty(0, seq_len), ids.new_empty(0, seq_len)))
+    rest = len(ids) - 1 - count * seq_len
+    if rest == 0:
+        return inputs, targets
+    tail_inputs = ids.new_zeros(1, seq_len)
+    tail_inputs[0, :rest] = ids[count * seq_len:count * seq_len + rest]
+    tail_targets = ids.new_full((1, seq_len), IGNORE_INDEX)
+    tail_targets[0, :rest] = ids[count * seq_len + 1:]
+    return torch.cat([inputs, tail_inputs]), torch.cat([targets, tail_targets])
+
+
 def _build_text(cfg: DataConfig, *, seed: int, rank: int, world_size: int, splits) -> DataBundle:
     from genlab.data.text import CharVocab, load_corpus, split_corpus
 
@@ -146,12 +190,21 @@ def _build_text(cfg: DataConfig, *, seed: int, rank: int, world_size: int, split
     train_ids = vocab.encode(train_text)
     if cfg.limit:
         train_ids = train_ids[: cfg.limit]
-    train = BatchLoader(_chunk(train_ids, cfg.seq_len, "training"), cfg.batch_size, shuffle=True, seed=seed,
-                        rank=rank, world_size=world_size, drop_last=world_size > 1)
+    if cfg.text_order == "streams":
+        rows = _streams(train_ids, cfg.seq_len, cfg.batch_size * world_size)
+        train = BatchLoader(rows, cfg.batch_size, shuffle=False, seed=seed, rank=rank, world_size=world_size,
+                            drop_last=world_size > 1)
+    else:
+        train = BatchLoader(_chunk(train_ids, cfg.seq_len, "training"), cfg.batch_size, shuffle=True, seed=seed,
+                            rank=rank, world_size=world_size, drop_last=world_size > 1)
     val = None
     if val_text and "val" in splits:
         val_ids = vocab.encode(val_text, unknown="replace")
-        val = BatchLoader(_chunk(val_ids, cfg.seq_len, "validation"), cfg.batch_size, shuffle=False)
+        if cfg.text_val_tail and len(val_ids) >= 2:
+            val_rows = _with_tail(val_ids, cfg.seq_len)
+        else:
+            val_rows = _chunk(val_ids, cfg.seq_len, "validation")
+        val = BatchLoader(val_rows, cfg.batch_size, shuffle=False)
     info = DataInfo(kind="text", shape=(cfg.seq_len,), vocab=vocab.chars)
     # Text corpora have no separate test split (the nanoGPT convention): evaluation reports validation.
     return DataBundle(info, train, val, val if "test" in splits else None)

@@ -38,8 +38,9 @@ __all__ = [
     "exact_log_partition",
 ]
 
-# Salakhutdinov & Murray (2008), section 4.1: 1,000 β on [0, 0.5], 4,000 on [0.5, 0.9], 10,000 on [0.9, 1.0].
-_SEGMENTS = ((0.0, 0.5, 1000), (0.5, 0.9, 4000), (0.9, 1.0, 10000))
+# Salakhutdinov & Murray (2008): 14,500 β spaced uniformly in steps of 1e-3 on [0, 0.5] (500 points),
+# 1e-4 on [0.5, 0.9] (4,000) and 1e-5 on [0.9, 1.0] (10,000).
+_SEGMENTS = ((0.0, 0.5, 500), (0.5, 0.9, 4000), (0.9, 1.0, 10000))
 _PAPER_TOTAL = sum(count for _, _, count in _SEGMENTS)  # 14,500
 
 
@@ -55,15 +56,15 @@ def bernoulli(probs: Tensor, generator: torch.Generator | None = None) -> Tensor
     else:
         noise = torch.rand(probs.shape, generator=generator, device=generator.device, dtype=probs.dtype)
         noise = noise.to(probs.device)
-    return noise.lt_(probs)  # in place: 1.0 where u < p, else 0.0
+    return noise.lt_(probs.detach())  # in place: 1.0 where u < p, else 0.0 (no gradient)
 
 
 def default_betas(n: int = _PAPER_TOTAL) -> Tensor:
     """The three-segment inverse-temperature schedule of Salakhutdinov & Murray (2008), scaled to ``n`` points.
 
     Returns a float64 tensor of shape (n,), non-decreasing from exactly 0.0 to exactly 1.0, with the paper's
-    proportions (1000 : 4000 : 10000) of points on [0, 0.5), [0.5, 0.9) and [0.9, 1]. ``n = 14500``
-    reproduces the paper; fewer than 4 points fall back to an even spacing.
+    proportions (500 : 4000 : 10000, i.e. steps of 1e-3, 1e-4 and 1e-5) of points on [0, 0.5), [0.5, 0.9)
+    and [0.9, 1]. ``n = 14500`` reproduces the paper; fewer than 4 points fall back to an even spacing.
     """
     if n < 2:
         raise ConfigError(f"AIS needs at least 2 inverse temperatures (0 and 1), got ais_betas={n}")
@@ -119,8 +120,9 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_visible_logits: Tens
     if n_runs < 1:
         raise ConfigError(f"AIS needs at least one run, got n_runs={n_runs}")
     schedule = _check_betas(betas)
-    W, b, c = W.detach(), b.detach(), c.detach()
-    base = base_visible_logits.detach().to(device=W.device, dtype=W.dtype)
+    W = W.detach()
+    b, c = b.detach().to(W), c.detach().to(W)
+    base = base_visible_logits.detach().to(W)
     n_hidden, n_visible = W.shape
     delta_b = b - base  # (n_visible,)
 

@@ -79,7 +79,8 @@ class RBMConfig:
               f"model.init_std must be a positive number, got {self.init_std}")
         check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
         check(self.ais_runs >= 0, f"model.ais_runs must be >= 0, got {self.ais_runs}")
-        check(self.ais_betas >= 2, f"model.ais_betas must be >= 2 (the schedule includes 0 and 1), got {self.ais_betas}")
+        check(self.ais_betas >= 2,
+              f"model.ais_betas must be >= 2 (the schedule includes 0 and 1), got {self.ais_betas}")
         check(0 <= self.exact_max_hidden <= _EXACT_LIMIT,
               f"model.exact_max_hidden must be in [0, {_EXACT_LIMIT}], got {self.exact_max_hidden}")
 

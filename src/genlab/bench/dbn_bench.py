@@ -1,0 +1,159 @@
+"""DBN benchmark: the Hinton, Osindero & Teh (2006) MNIST model.
+
+One run of the ``dbn-hinton2006`` preset (greedy pretraining of 784-500-500-2000 with 10 label units, then
+backprop fine-tuning of 784-500-500-2000-10) gives: the fine-tuned test error (reference 1.25%, Hinton et al.
+2006), the generative DBN's own free-energy classification error, wall and CPU time of training, and the share
+of label-clamped samples that an independent classifier recognises as the clamped label (target >= 90%).
+
+The independent classifier is the project's judge when :mod:`genlab.eval.judge` offers
+``classify(images, dataset="mnist") -> labels``; otherwise a small MLP (784-512-10, ReLU) is trained here on the
+MNIST training set, and its own test accuracy is recorded beside the recognition rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlab.bench import BenchContext, benchmark
+from genlab.config import DataConfig, apply_overrides, build_run_config
+
+HINTON2006 = {"value": 1.25, "source": "Hinton, Osindero & Teh 2006"}
+RECOGNITION_TARGET = {"value": 90.0, "source": "target: >= 90%"}
+
+Predictor = Callable[[Tensor], Tensor]
+
+
+def preset_config(preset: str, *, work_dir: Path, device: str, data_dir: str | None, overrides: Sequence[str] = ()):
+    """The preset's RunConfig with the benchmark's device, output directory and data location."""
+    from genlab.cli import preset_path
+    from genlab.config import load_yaml
+
+    flags = [f"train.device={device}", "train.progress=false", f"train.out_dir={work_dir}"]
+    if data_dir:
+        flags.append(f"data.data_dir={data_dir}")
+    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), flags + list(overrides)))
+
+
+def _judge() -> Predictor | None:
+    """The project judge's MNIST classifier, if the judge module provides one."""
+    try:
+        from genlab.eval import judge
+    except ImportError:
+        return None
+    classify = getattr(judge, "classify", None)
+    if not callable(classify):
+        return None
+    return lambda images: torch.as_tensor(classify(images, dataset="mnist")).reshape(-1)
+
+
+def train_reference_classifier(data_dir: str | None, *, epochs: int = 3, limit: int = 0,
+                               seed: int = 0) -> tuple[Predictor, float]:
+    """A 784-512-10 ReLU MLP trained with Adam on MNIST (never on generated data).
+
+    Returns the predictor (images (n, 1, 28, 28) in [0, 1] -> labels (n,)) and its test accuracy in %.
+    """
+    from genlab.data.datasets import build_data
+
+    torch.manual_seed(seed)
+    data = build_data(DataConfig(dataset="mnist", data_dir=data_dir, val_size=0, batch_size=128, limit=limit),
+                      seed=seed, splits=("train", "test"))
+    network = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    for epoch in range(epochs):
+        data.train.set_epoch(epoch)
+        for x, y in data.train:
+            loss = F.cross_entropy(network(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    network.eval()
+
+    @torch.no_grad()
+    def predict(images: Tensor) -> Tensor:
+        return network(images.reshape(images.shape[0], 1, 28, 28).float().cpu()).argmax(1)
+
+    correct = total = 0
+    for x, y in data.test:
+        correct += int((predict(x) == y).sum())
+        total += len(y)
+    return predict, 100.0 * correct / max(total, 1)
+
+
+@torch.no_grad()
+def label_recognition(model, predict: Predictor, *, per_label: int, steps: int | None = None,
+                      seed: int = 0, n_labels: int = 10) -> tuple[float, list[float]]:
+    """% of label-clamped samples (``per_label`` for each label) that ``predict`` assigns to their label,
+    overall and per label."""
+    generator = torch.Generator().manual_seed(seed)
+    per_class = []
+    for label in range(n_labels):
+        images = model.sample(per_label, generator=generator, steps=steps, label=label)
+        per_class.append(100.0 * float((predict(images.cpu()) == label).float().mean()))
+    return sum(per_class) / len(per_class), per_class
+
+
+def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | None = None,
+                       overrides: Sequence[str] = (), samples_per_label: int = 100, sample_steps: int | None = None,
+                       classifier_epochs: int = 3, classifier_limit: int = 0,
+                       preset: str = "dbn-hinton2006") -> tuple[list[dict], list[str]]:
+    """Train the preset (with ``overrides``), evaluate it, and judge its label-clamped samples.
+
+    Returns benchmark records and notes. Small ``overrides`` (``data.limit``, tiny layers) make a smoke run.
+    """
+    from genlab.data.datasets import build_data
+    from genlab.train.checkpoint import load_model
+    from genlab.train.run import train
+
+    config = preset_config(preset, work_dir=Path(work_dir), device=device, data_dir=data_dir, overrides=overrides)
+    wall_started, cpu_started = time.perf_counter(), time.process_time()
+    run_dir = train(config)
+    wall_s, cpu_s = time.perf_counter() - wall_started, time.process_time() - cpu_started
+    model, run_config = load_model(run_dir, device)
+    data = build_data(run_config.data, seed=run_config.train.seed, splits=("test",))
+    batches = ((x.to(device), y.to(device)) for x, y in data.test)
+    metrics = model.evaluate(batches, generator=torch.Generator().manual_seed(0))
+    layers = "-".join(str(size) for size in run_config.model.dbn.layers) + f"-{run_config.model.n_classes}"
+    common = {"model": f"dbn-classifier {layers}", "dataset": "mnist"}
+    records = [
+        {**common, "metric": "test_error_pct", "value": round(metrics["test_error_pct"], 3), "unit": "%",
+         "reference": HINTON2006, "wall_s": round(wall_s, 1)},
+        {**common, "metric": "train_wall_time", "value": round(wall_s, 1), "unit": "s"},
+        {**common, "metric": "train_cpu_time", "value": round(cpu_s, 1), "unit": "s (CPU, all threads)"},
+    ]
+    if "test_generative_error_pct" in metrics:
+        records.append({**common, "model": "dbn (generative, free energy)", "metric": "test_error_pct",
+                        "value": round(metrics["test_generative_error_pct"], 3), "unit": "%",
+                        "reference": HINTON2006})
+    notes = [f"run directory {run_dir}; {torch.get_num_threads()} torch threads; epochs {run_config.train.epochs} "
+             f"({run_config.model.pretrain_epochs} DBN pretraining)"]
+    if run_config.model.has_generative and run_config.model.dbn.n_labels:
+        predict = _judge()
+        judge_name = "genlab judge"
+        if predict is None:
+            predict, accuracy = train_reference_classifier(data_dir, epochs=classifier_epochs,
+                                                           limit=classifier_limit)
+            judge_name = "MLP 784-512-10 trained in this benchmark"
+            records.append({"model": judge_name, "dataset": "mnist", "metric": "judge_test_accuracy_pct",
+                            "value": round(accuracy, 2), "unit": "%"})
+        rate, per_label = label_recognition(model.cpu(), predict, per_label=samples_per_label, steps=sample_steps)
+        records.append({**common, "model": "dbn (label-clamped samples)", "metric": "label_recognised_pct",
+                        "value": round(rate, 2), "unit": "%", "reference": RECOGNITION_TARGET})
+        notes.append(f"label-clamped samples judged by {judge_name}: {samples_per_label} per label, "
+                     f"{sample_steps or run_config.model.dbn.sample_steps} Gibbs steps; per label "
+                     + ", ".join(f"{k}: {v:.0f}%" for k, v in enumerate(per_label)))
+    return records, notes
+
+
+@benchmark("dbn-hinton2006", suites=("full",),
+           description="784-500-500-2000 DBN + labels, greedy pretraining + backprop: test error %, CPU time, "
+                       "label-clamped samples recognised")
+def dbn_hinton2006(ctx: BenchContext) -> list[dict]:
+    records, notes = hinton2006_records(ctx.work_dir, device=ctx.device, data_dir=ctx.data_dir)
+    ctx.notes.extend(notes)
+    return records

@@ -1,0 +1,301 @@
+"""VAE benchmarks: Trainer overhead against a plain PyTorch loop, and MNIST test NLL within a CPU time budget.
+
+* ``vae_trainer_overhead`` (quick, full): one epoch of the genlab Trainer (with its per-step metrics log) versus a
+  plain loop in the style of pytorch/examples ``vae/main.py`` (its own ``nn.Module`` with the same layers, the
+  same loss, the same batches and optimizer), timed alternately in the same process. The ratio of the medians
+  is the Trainer's overhead; the target is <= 1.10.
+* ``vae_mlp_mnist_nll`` / ``vae_iwae_mnist_nll`` (full): train the ``vae-mlp-mnist`` / ``vae-iwae-mnist``
+  preset for a wall-clock budget (the number of epochs is planned from a timed calibration, so the cosine
+  learning-rate schedule completes; a guard stops training at the budget regardless) and report the test ELBO
+  and the importance-weighted NLL (k = 5000) on the first N test images, against Burda, Grosse &
+  Salakhutdinov (2015), Table 1: 86.76 nats (VAE, k = 1) and 84.78 nats (IWAE, k = 50), both after 3,280
+  epochs on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlab.bench import BenchContext, benchmark
+from genlab.config import RunConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
+from genlab.data.datasets import DataBundle, build_data
+from genlab.train.callbacks import Callback, MetricsCallback, default_callbacks
+from genlab.train.run import build_model
+from genlab.train.trainer import Trainer, seed_everything
+
+# Burda, Grosse & Salakhutdinov (2015), "Importance weighted autoencoders", Table 1, MNIST, one stochastic layer
+# (784-200-200-50), test NLL estimated with k = 5000.
+BURDA_VAE_NLL = 86.76
+BURDA_IWAE50_NLL = 84.78
+BURDA_SOURCE = "paper: Burda et al. 2015, Table 1"
+OVERHEAD_TARGET = 1.10
+
+TRAIN_BUDGET_S = 30 * 60
+EVAL_TEST_IMAGES = 1000
+EVAL_IW_SAMPLES = 5000
+
+
+def run_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A bundled preset with ``--set``-style overrides applied."""
+    from genlab.cli import preset_path
+
+    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), list(overrides)))
+
+
+# ----------------------------------------------------------------------------------------- trainer overhead
+
+
+class PlainMLPVAE(nn.Module):
+    """The reference: an MLP VAE written the plain way (pytorch/examples ``vae``), no genlab code involved."""
+
+    def __init__(self, input_size: int, hidden_sizes: tuple[int, ...], latent_dim: int, activation: str):
+        super().__init__()
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
+               "leaky_relu": nn.LeakyReLU}[activation]
+        widths = [input_size, *hidden_sizes]
+        encoder: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            encoder += [nn.Linear(a, b), act()]
+        self.encoder = nn.Sequential(*encoder, nn.Linear(widths[-1], 2 * latent_dim))
+        back = [latent_dim, *reversed(hidden_sizes)]
+        decoder: list[nn.Module] = []
+        for a, b in zip(back[:-1], back[1:]):
+            decoder += [nn.Linear(a, b), act()]
+        self.decoder = nn.Sequential(*decoder, nn.Linear(back[-1], input_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Per-image negative ELBO (Bernoulli likelihood, analytic KL), averaged over the batch."""
+        x = x.flatten(1)
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        recon = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return (recon + kl) / x.shape[0]
+
+
+def plain_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBundle, epoch: int) -> float:
+    """Seconds for one epoch of the plain loop over ``data.train``."""
+    data.train.set_epoch(epoch)
+    model.train()
+    started = time.perf_counter()
+    for x, _ in data.train:
+        optimizer.zero_grad()
+        loss = model(x)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def trainer_epoch(config: RunConfig, data: DataBundle, model, epoch: int, metrics_path: Path) -> float:
+    """Seconds for ``Trainer.fit`` over one epoch (validation off; the per-step metrics log on)."""
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epoch + 1, validate=False))
+    trainer = Trainer(model, config, data, device=torch.device("cpu"),
+                      callbacks=[MetricsCallback(metrics_path, config.train.log_every)])
+    trainer.epoch = epoch  # start at this epoch so the loader shuffles exactly as the plain loop's
+    started = time.perf_counter()
+    trainer.fit()
+    return time.perf_counter() - started
+
+
+def measure_overhead(config: RunConfig, work_dir: Path, *, repeats: int = 3) -> dict[str, float]:
+    """Median epoch seconds of the genlab Trainer and of the plain loop, timed alternately, and their ratio.
+
+    Both see the same batches (the same loader, dynamic binarization included), the same layer sizes and the
+    same optimizer settings. Each repetition times one epoch of each; the order alternates to spread drift.
+    """
+    if config.model.architecture != "mlp":
+        raise ValueError("the overhead benchmark compares MLP VAEs")
+    seed_everything(config.train.seed)
+    data = build_data(config.data, seed=config.train.seed, splits=("train",))
+    model, config = build_model(config, data)
+    cfg = model.config
+    plain = PlainMLPVAE(math.prod(cfg.input_shape), tuple(cfg.hidden_sizes), cfg.latent_dim, cfg.activation)
+    plain_optimizer = _plain_optimizer(plain, config)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    trainer_times, plain_times = [], []
+    for repeat in range(repeats):
+        metrics_path = work_dir / f"overhead-metrics-{repeat}.jsonl"
+        metrics_path.unlink(missing_ok=True)
+        if repeat % 2 == 0:
+            trainer_times.append(trainer_epoch(config, data, model, repeat, metrics_path))
+            plain_times.append(plain_epoch(plain, plain_optimizer, data, repeat))
+        else:
+            plain_times.append(plain_epoch(plain, plain_optimizer, data, repeat))
+            trainer_times.append(trainer_epoch(config, data, model, repeat, metrics_path))
+    trainer_s, plain_s = statistics.median(trainer_times), statistics.median(plain_times)
+    return {"trainer_epoch_s": trainer_s, "plain_epoch_s": plain_s, "overhead_ratio": trainer_s / plain_s,
+            "steps_per_epoch": float(len(data.train)), "repeats": float(repeats)}
+
+
+def _plain_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config.optim`` built the plain way, over all parameters."""
+    optim = config.optim
+    if optim.name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+        return cls(model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    if optim.name == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=optim.lr, alpha=optim.alpha, eps=optim.eps,
+                                   momentum=optim.momentum)
+    return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum)
+
+
+@benchmark("vae_trainer_overhead", suites=("quick", "full"),
+           description="VAE epoch time: genlab Trainer vs a plain PyTorch loop (target ratio <= 1.10)")
+def bench_trainer_overhead(ctx: BenchContext) -> list[dict]:
+    quick = ctx.suite == "quick"
+    overrides = ["train.progress=false", "train.device=cpu", "data.val_size=0"]
+    if ctx.data_dir:
+        overrides.append(f"data.data_dir={ctx.data_dir}")
+    if quick:
+        overrides.append("data.limit=20000")
+    config = run_config("vae-mlp-mnist", overrides)
+    result = measure_overhead(config, ctx.work_dir, repeats=5 if quick else 3)
+    images = "the first 20,000" if quick else "all 60,000"
+    ctx.notes.append(f"vae-mlp-mnist (784-200-200-50, batch {config.data.batch_size}, dynamic binarization) on "
+                     f"{images} MNIST training images; median of {int(result['repeats'])} alternating epochs each; "
+                     f"torch threads {torch.get_num_threads()}.")
+    common = {"model": "vae", "dataset": "mnist"}
+    return [
+        {**common, "metric": "trainer_epoch_time", "value": result["trainer_epoch_s"], "unit": "s"},
+        {**common, "metric": "plain_loop_epoch_time", "value": result["plain_epoch_s"], "unit": "s"},
+        {**common, "metric": "trainer_overhead_ratio", "value": result["overhead_ratio"], "unit": "x",
+         "reference": {"value": OVERHEAD_TARGET, "source": "target (issue 4)"}},
+    ]
+
+
+# ----------------------------------------------------------------------------------------- NLL in a budget
+
+
+class WallClockBudget(Callback):
+    """Stops training once ``budget_s`` seconds have passed since ``started`` (a ``time.perf_counter`` value)."""
+
+    def __init__(self, budget_s: float, started: float):
+        self.budget_s = budget_s
+        self.started = started
+        self.stopped_early = False
+
+    def on_step_end(self, trainer, logs) -> None:
+        if time.perf_counter() - self.started >= self.budget_s and not trainer.finished:
+            trainer.stop_requested = True
+            self.stopped_early = True
+
+
+def _seconds_per_step(model, config: RunConfig, data: DataBundle, steps: int) -> float:
+    """Time ``steps`` training steps of a throwaway copy of ``model`` (after 2 warm-up steps)."""
+    import copy
+
+    from genlab.train.trainer import build_optimizer
+
+    probe = copy.deepcopy(model)
+    optimizer = build_optimizer(probe, config.optim)
+    batches = data.train.iter_from(0)
+    started = None
+    with torch.random.fork_rng():
+        for index in range(steps + 2):
+            batch = next(batches, None)
+            if batch is None:
+                batches = data.train.iter_from(0)
+                batch = next(batches)
+            if index == 2:
+                started = time.perf_counter()
+            loss, _ = probe.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return (time.perf_counter() - started) / steps
+
+
+def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_samples: int, work_dir: Path,
+                       data_dir: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                       calibration_steps: int = 30, epoch_overhead_s: float = 2.0,
+                       max_epochs: int = 0) -> dict[str, Any]:
+    """Train ``preset`` within ``budget_s`` seconds of wall-clock time (CPU), then evaluate on the test set.
+
+    The epoch count is planned as ``budget / (steps_per_epoch · measured seconds per step + epoch_overhead_s)``
+    (at most ``max_epochs`` if > 0) so the learning-rate schedule runs its full course; a guard stops training
+    at the budget if the plan was optimistic. Returns the evaluation metrics plus ``epochs_planned``,
+    ``epochs_trained``, ``train_s``, ``stopped_early`` and ``run_dir``.
+    """
+    started = time.perf_counter()
+    base = ["train.progress=false", "train.device=cpu", f"train.out_dir={work_dir}", *overrides]
+    if data_dir:
+        base.append(f"data.data_dir={data_dir}")
+    config = run_config(preset, base)
+    seed_everything(config.train.seed)
+    data = build_data(config.data, seed=config.train.seed)
+    seed_everything(config.train.seed)
+    model, config = build_model(config, data)
+    model.init_from_data(data.train)
+    per_step = _seconds_per_step(model, config, data, calibration_steps)
+    remaining = budget_s - (time.perf_counter() - started)
+    epochs = max(1, int(remaining / (len(data.train) * per_step + epoch_overhead_s)))
+    if max_epochs:
+        epochs = min(epochs, max_epochs)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+
+    from genlab.train.run import new_run_dir
+
+    run_dir = new_run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
+    guard = WallClockBudget(budget_s, started)
+    trainer = Trainer(model, config, data, device=torch.device("cpu"), run_dir=run_dir,
+                      callbacks=default_callbacks(run_dir, config.train, True) + [guard])
+    seed_everything(config.train.seed)
+    trainer.fit()
+    train_s = time.perf_counter() - started
+
+    model.eval()
+    evaluation_started = time.perf_counter()
+    metrics = model.evaluate(iter(data.test), iw_samples=iw_samples, test_limit=test_images)
+    metrics.update(eval_s=time.perf_counter() - evaluation_started, epochs_planned=float(epochs),
+                   epochs_trained=trainer.step / len(data.train), train_s=train_s,
+                   seconds_per_step=per_step, stopped_early=float(guard.stopped_early))
+    (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return {**metrics, "run_dir": str(run_dir)}
+
+
+def _nll_records(ctx: BenchContext, preset: str, reference: float, label: str) -> list[dict]:
+    result = train_and_evaluate(preset, budget_s=TRAIN_BUDGET_S, test_images=EVAL_TEST_IMAGES,
+                                iw_samples=EVAL_IW_SAMPLES, work_dir=ctx.work_dir, data_dir=ctx.data_dir)
+    n_test = int(result["n_test"])
+    ctx.notes.append(
+        f"{preset}: trained {result['epochs_trained']:.1f} epochs (planned {int(result['epochs_planned'])}) in "
+        f"{result['train_s'] / 60:.1f} min of wall-clock time on {ctx.device} with {torch.get_num_threads()} "
+        f"threads{' (stopped by the budget guard)' if result['stopped_early'] else ''}; evaluated on the first "
+        f"{n_test} test images (fixed binarization) with k={int(result['iw_samples'])} importance samples in "
+        f"{result['eval_s'] / 60:.1f} min. Reference {reference} is {label} after 3,280 epochs. Run: "
+        f"{result['run_dir']}.")
+    common = {"model": "vae", "dataset": "mnist", "preset": preset, "n_test": n_test}
+    return [
+        {**common, "metric": f"test_nll_iwae_k{int(result['iw_samples'])}", "value": result["test_nll_nats"],
+         "unit": "nats", "se": result["test_nll_nats_se"],
+         "reference": {"value": reference, "source": f"{BURDA_SOURCE} ({label})"}},
+        {**common, "metric": "test_nll_standard_error", "value": result["test_nll_nats_se"], "unit": "nats"},
+        {**common, "metric": "test_neg_elbo", "value": result["test_neg_elbo_nats"], "unit": "nats",
+         "se": result["test_neg_elbo_nats_se"]},
+        {**common, "metric": "epochs_trained", "value": result["epochs_trained"], "unit": "epochs"},
+        {**common, "metric": "train_time", "value": result["train_s"] / 60.0, "unit": "min"},
+    ]
+
+
+@benchmark("vae_mlp_mnist_nll", suites=("full",),
+           description="vae-mlp-mnist trained for 30 min of CPU wall-clock: test NLL (IWAE k=5000) vs Burda 86.76")
+def bench_vae_nll(ctx: BenchContext) -> list[dict]:
+    return _nll_records(ctx, "vae-mlp-mnist", BURDA_VAE_NLL, "VAE, k=1")
+
+
+@benchmark("vae_iwae_mnist_nll", suites=("full",),
+           description="vae-iwae-mnist (k=50) trained for 30 min of CPU wall-clock: test NLL vs Burda 84.78")
+def bench_iwae_nll(ctx: BenchContext) -> list[dict]:
+    return _nll_records(ctx, "vae-iwae-mnist", BURDA_IWAE50_NLL, "IWAE, k=50")

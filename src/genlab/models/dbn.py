@@ -1,0 +1,820 @@
+"""Deep belief networks: greedy stacks of RBMs, label-clamped generation, up-down and backprop fine-tuning.
+
+Hinton, Osindero & Teh (2006), "A fast learning algorithm for deep belief nets", Neural Computation 18:
+a DBN with layer sizes ``layers = (n_0, n_1, ..., n_L)`` is a stack of ``L`` RBMs. RBM ``l`` has ``n_l``
+visible and ``n_{l+1}`` hidden units and is trained by contrastive divergence on the hidden *probabilities*
+p(h_l | data) of the stack below (greedy layer-wise pretraining). The top two layers form an undirected
+associative memory; with ``n_labels > 0`` the top RBM's visible layer is ``[penultimate layer, labels]``,
+the label units forming one softmax group (exactly one is on). The layers below are a directed sigmoid belief
+net: generation runs alternating Gibbs sampling in the top RBM (optionally with the label clamped) and then one
+ancestral down pass.
+
+Everything trains through the one Trainer (one optimizer over all parameters). The run moves through phases by
+epoch, switched in :meth:`DBN.on_epoch_start`: ``epochs_per_layer[l]`` epochs of CD on RBM ``l`` (its loss is
+the RBM's CD free-energy surrogate, the layers below frozen), then ``updown_epochs`` of up-down fine-tuning
+(contrastive wake-sleep, Hinton et al. 2006 appendix B) with untied recognition and generative weights. Only
+the current phase's parameters receive gradients, so SGD/Adam leave the others alone, and checkpoints and
+resume need nothing special: the phase is a function of the epoch. Set ``train.epochs`` to
+:attr:`DBNConfig.total_epochs`; extra epochs continue the last phase.
+
+:class:`DBNClassifier` (``dbn-classifier``) turns the pretrained stack into a feed-forward classifier
+``n_0 - n_1 - ... - n_L - classes`` fine-tuned by backpropagation (Hinton & Salakhutdinov 2006, "Reducing the
+dimensionality of data with neural networks", Science), keeping the generative DBN for sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.eval.ais import bernoulli
+from genlab.models.base import DataInfo, GenerativeModel
+from genlab.models.rbm import RBM, RBMConfig
+from genlab.registry import register
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class DBNConfig:
+    """Hyper-parameters of a deep belief net (the defaults are Hinton et al. 2006's MNIST model)."""
+
+    layers: tuple[int, ...] = (784, 500, 500, 2000)  # data, hidden 1, ..., top; at least 2 sizes
+    n_labels: int = 10  # softmax label units joined to the top RBM's visible layer; 0: none
+    epochs_per_layer: tuple[int, ...] = (10,)  # greedy CD epochs per RBM: one value for all, or one per RBM
+    cd_k: int = 1  # Gibbs steps of CD for the lower RBMs
+    top_cd_k: int = 1  # ... and for the top RBM
+    top_persistent: bool = False  # PCD for the top RBM (Tieleman 2008): fewer spurious modes, better samples
+    n_chains: int = 100  # persistent fantasy particles of the top RBM
+    init_std: float = 0.01
+    sample_steps: int = 1000  # alternating Gibbs steps in the top RBM before the down pass
+    updown_epochs: int = 0  # up-down (contrastive wake-sleep) fine-tuning after pretraining; 0: none
+    updown_cd_k: int = 3  # Gibbs steps in the top RBM during up-down (Hinton et al. 2006 used 3, then 6, 10)
+    updown_lr_scale: float = 1.0  # multiplies the up-down loss (with SGD: the up-down learning rate)
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        _check(len(layers) >= 2, f"model.layers needs at least 2 sizes (data and one hidden layer), got "
+                                 f"{list(layers)}; e.g. model.layers=[784,500,500,2000]")
+        _check(all(size >= 1 for size in layers),
+               f"model.layers sizes must all be positive, got {list(layers)}")
+        _check(self.n_labels >= 0, f"model.n_labels must be >= 0 (0: no label units), got {self.n_labels}")
+        _check(self.n_labels != 1, "model.n_labels=1 is a softmax group with one unit, always on; use 0 or >= 2")
+        n_rbms = len(layers) - 1
+        _check(len(self.epochs_per_layer) in (1, n_rbms),
+               f"model.epochs_per_layer needs one value or one per RBM ({n_rbms}), got {list(self.epochs_per_layer)}")
+        _check(all(epochs >= 1 for epochs in self.epochs_per_layer),
+               f"model.epochs_per_layer values must be >= 1, got {list(self.epochs_per_layer)}")
+        _check(self.cd_k >= 1 and self.top_cd_k >= 1 and self.updown_cd_k >= 1,
+               f"model.cd_k, top_cd_k and updown_cd_k must be >= 1, got {self.cd_k}, {self.top_cd_k}, "
+               f"{self.updown_cd_k}")
+        _check(self.n_chains >= 1, f"model.n_chains must be >= 1, got {self.n_chains}")
+        _check(self.init_std > 0.0, f"model.init_std must be > 0, got {self.init_std}")
+        _check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
+        _check(self.updown_epochs >= 0, f"model.updown_epochs must be >= 0, got {self.updown_epochs}")
+        _check(self.updown_lr_scale > 0.0, f"model.updown_lr_scale must be > 0, got {self.updown_lr_scale}")
+
+    @property
+    def n_rbms(self) -> int:
+        return len(self.layers) - 1
+
+    @property
+    def pen_size(self) -> int:
+        """Units of the penultimate layer (the top RBM's visible layer without the labels)."""
+        return self.layers[-2]
+
+    @property
+    def layer_epochs(self) -> tuple[int, ...]:
+        """Greedy epochs of each RBM, bottom first."""
+        values = tuple(self.epochs_per_layer)
+        return values * self.n_rbms if len(values) == 1 else values
+
+    @property
+    def pretrain_epochs(self) -> int:
+        return sum(self.layer_epochs)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole schedule: greedy pretraining, then up-down fine-tuning."""
+        return self.pretrain_epochs + self.updown_epochs
+
+
+def _check_data(layers: Sequence[int], n_labels: int, info: DataInfo, what: str) -> None:
+    """The data must be images in [0, 1] with ``layers[0]`` values each and enough classes for the labels."""
+    if info.kind != "image":
+        raise ConfigError(f"the {what} models images, not {info.kind!r} data")
+    low, high = info.value_range
+    if low < 0.0 or high > 1.0:
+        raise ConfigError(f"the {what} needs data in [0, 1], got range {info.value_range}; use data.scale=unit")
+    size = math.prod(info.shape) if info.shape else layers[0]
+    if size != layers[0]:
+        raise ConfigError(f"model.layers starts with {layers[0]} units but the data has {size} values per example "
+                          f"(shape {tuple(info.shape)}); set model.layers=[{size},{','.join(map(str, layers[1:]))}]")
+    if n_labels and info.num_classes == 0:
+        raise ConfigError(f"model.n_labels={n_labels} needs labelled data, but the dataset has no labels; "
+                          "set model.n_labels=0")
+    if n_labels and info.num_classes > n_labels:
+        raise ConfigError(f"the dataset has {info.num_classes} classes but model.n_labels={n_labels}; "
+                          f"set model.n_labels={info.num_classes}")
+
+
+def _uniform(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform [0, 1) noise on ``like``'s device and dtype, drawn from ``generator`` wherever it lives."""
+    device = generator.device if generator is not None else like.device
+    return torch.rand(tuple(shape), generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+def sample_softmax(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One-hot draws from the categorical rows of ``probs`` (B, K) by inverse CDF; returns (B, K) of 0/1."""
+    cumulative = probs.cumsum(1)
+    u = _uniform((probs.shape[0], 1), probs, generator) * cumulative[:, -1:]  # rows need not sum exactly to 1
+    index = (cumulative <= u).sum(1).clamp_max(probs.shape[1] - 1)
+    return F.one_hot(index, probs.shape[1]).to(probs.dtype)
+
+
+def _images_and_labels(batch: Any, n_visible: int, what: str) -> tuple[Tensor, Tensor | None]:
+    """``(x, y)`` or ``x`` -> x (B, n_visible) checked to lie in [0, 1], and y (B,) or None."""
+    x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        raise DataError(f"{what} batches must be tensors of shape (B, ...) or (x, y) pairs")
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[1] != n_visible:
+        raise DataError(f"{what} expects {n_visible} values per example (model.layers[0]), got {x.shape[1]}")
+    if x.numel():
+        low, high = torch.aminmax(x)
+        if not (float(low) >= 0.0 and float(high) <= 1.0):
+            raise DataError(f"{what} data must lie in [0, 1], got values in [{float(low):g}, {float(high):g}]; "
+                            "use data.scale=unit")
+    return x, y
+
+
+@register("dbn", config=DBNConfig, default_dataset="mnist", default_preset="dbn-mnist",
+          description="deep belief net: greedy RBM stack, label-clamped generation, up-down fine-tuning")
+class DBN(GenerativeModel):
+    """A stack of :class:`~genlab.models.rbm.RBM` modules (``rbms[l]``: ``layers[l]`` visible, ``layers[l+1]``
+    hidden; the top one has ``pen_size + n_labels`` visible units).
+
+    With ``updown_epochs > 0`` there are also untied generative weights ``gen_weights[l]`` (n_{l+1}, n_l) and
+    biases ``gen_biases[l]`` (n_l,) for the directed layers, copied from the tied RBM weights when up-down
+    starts (buffer ``untied`` records that it happened); the RBMs' ``W``, ``c`` then serve as the recognition
+    weights. Before that, generation uses the tied weights.
+    """
+
+    kind = "image"
+    supports_amp = False
+
+    def __init__(self, config: DBNConfig):
+        super().__init__(config)
+        layers = tuple(config.layers)
+        rbms = []
+        for index in range(config.n_rbms):
+            top = index == config.n_rbms - 1
+            rbms.append(RBM(RBMConfig(
+                n_visible=layers[index] + (config.n_labels if top else 0), n_hidden=layers[index + 1],
+                cd_k=config.top_cd_k if top else config.cd_k, init_std=config.init_std,
+                sample_steps=config.sample_steps)))
+        self.rbms = nn.ModuleList(rbms)
+        directed = range(config.n_rbms - 1) if config.updown_epochs else range(0)
+        self.gen_weights = nn.ParameterList([nn.Parameter(torch.zeros(layers[l + 1], layers[l])) for l in directed])
+        self.gen_biases = nn.ParameterList([nn.Parameter(torch.zeros(layers[l])) for l in directed])
+        self.register_buffer("untied", torch.zeros((), dtype=torch.bool))
+        # PCD fantasy particles [pen, labels] of the top RBM: training state, saved by extra_state.
+        self.register_buffer("top_chains", torch.zeros(0, self.top.config.n_visible), persistent=False)
+        self.phase = 0  # 0 .. n_rbms-1: greedy training of that RBM; n_rbms: up-down
+
+    # ------------------------------------------------------------------ configuration and phases
+
+    @classmethod
+    def adapt_config(cls, config: DBNConfig, info: DataInfo) -> DBNConfig:
+        """Check that the first layer matches the data size, the data lie in [0, 1] and labels exist."""
+        _check_data(config.layers, config.n_labels, info, "DBN")
+        return config
+
+    @property
+    def top(self) -> RBM:
+        return self.rbms[-1]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One example's shape: (1, s, s) for s² data units (MNIST: (1, 28, 28)), else (n_0,)."""
+        size = self.config.layers[0]
+        side = math.isqrt(size)
+        return (1, side, side) if side * side == size else (size,)
+
+    def phase_of_epoch(self, epoch: int) -> int:
+        """The phase that trains in ``epoch`` (0-based): RBM index while pretraining, ``n_rbms`` for up-down."""
+        end = 0
+        for layer, epochs in enumerate(self.config.layer_epochs):
+            end += epochs
+            if epoch < end:
+                return layer
+        return self.config.n_rbms if self.config.updown_epochs else self.config.n_rbms - 1
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.phase = self.phase_of_epoch(epoch)
+        if self.phase == self.config.n_rbms and not bool(self.untied):
+            self.untie()
+
+    @torch.no_grad()
+    def untie(self) -> None:
+        """Start up-down: the generative weights and biases become copies of the tied RBM weights."""
+        for layer in range(len(self.gen_weights)):
+            self.gen_weights[layer].copy_(self.rbms[layer].W)
+            self.gen_biases[layer].copy_(self.rbms[layer].b)
+        self.untied.fill_(True)
+
+    @torch.no_grad()
+    def init_from_data(self, batches: Iterable[Any]) -> None:
+        """Visible biases of the first RBM from the data marginals (Hinton's practical guide, section 8).
+
+        When the first RBM is also the labelled top RBM, its label biases get the class frequencies' logits.
+        """
+        labelled_first = self.config.n_rbms == 1 and self.config.n_labels > 0
+
+        def visible_rows():
+            for batch in batches:
+                x, y = self._inputs(batch)
+                yield torch.cat([x, self._one_hot(y, x.shape[0])], 1) if labelled_first else x
+
+        self.rbms[0].init_from_data(visible_rows())
+
+    # ------------------------------------------------------------------ passes
+
+    def _inputs(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        x, y = _images_and_labels(batch, self.config.layers[0], "DBN")
+        return x.to(self.top.W.device, self.top.W.dtype), y
+
+    def _one_hot(self, y: Tensor | None, count: int) -> Tensor:
+        """Labels (B,) -> one-hot (B, n_labels); (B, 0) without label units."""
+        if not self.config.n_labels:
+            return self.top.W.new_zeros(count, 0)
+        if y is None:
+            raise DataError("this DBN has label units and trains on (images, labels) batches; got images only")
+        y = y.to(self.top.W.device)
+        if bool(((y < 0) | (y >= self.config.n_labels)).any()):
+            raise DataError(f"labels must be in 0..{self.config.n_labels - 1} for this DBN, got values in "
+                            f"[{int(y.min())}, {int(y.max())}] (unlabelled data? set model.n_labels=0)")
+        return F.one_hot(y.long(), self.config.n_labels).to(self.top.W.dtype)
+
+    def up_probs(self, x: Tensor, depth: int) -> Tensor:
+        """Recognition probabilities after ``depth`` directed layers: x (B, n_0) -> (B, n_depth).
+
+        Greedy training feeds RBM ``l`` with ``up_probs(x, l)``, the hidden *probabilities* (not samples) of
+        the stack below (Hinton et al. 2006).
+        """
+        for layer in range(depth):
+            x = self.rbms[layer].hidden_probs(x)
+        return x
+
+    def layer_input(self, x: Tensor, layer: int) -> Tensor:
+        """What RBM ``layer`` is trained on: the hidden probabilities of the layers below, (B, n_layer)."""
+        return self.up_probs(x, layer)
+
+    def generative_probs(self, layer: int, h: Tensor) -> Tensor:
+        """p(v_layer | h_{layer+1}) of the directed part: untied generative weights after up-down started."""
+        if bool(self.untied) and layer < len(self.gen_weights):
+            return torch.sigmoid(torch.addmm(self.gen_biases[layer], h, self.gen_weights[layer]))
+        return self.rbms[layer].visible_probs(h)
+
+    def down_pass(self, pen: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Ancestral down pass from penultimate states (B, pen_size): binary samples in the hidden layers,
+        and the *probabilities* p(v | h_1) at the bottom, returned as images (B, *image_shape)."""
+        h = pen
+        for layer in range(self.config.n_rbms - 2, 0, -1):
+            h = bernoulli(self.generative_probs(layer, h), generator)
+        if self.config.n_rbms > 1:
+            h = self.generative_probs(0, h)
+        return h.reshape(h.shape[0], *self.image_shape)
+
+    def _top_visible(self, h: Tensor, labels: Tensor | None,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample the top RBM's visible layer given its hidden states h (B, n_top).
+
+        Returns (pen probabilities, pen binary states, label one-hots). The penultimate units are independent
+        Bernoulli; the label units are one softmax group (Hinton et al. 2006), or ``labels`` when clamped.
+        """
+        pre = torch.addmm(self.top.b, h, self.top.W)  # (B, pen + labels)
+        pen_probs = torch.sigmoid(pre[:, : self.config.pen_size])
+        pen = bernoulli(pen_probs, generator)
+        if labels is None:
+            labels = sample_softmax(torch.softmax(pre[:, self.config.pen_size:], 1), generator) \
+                if self.config.n_labels else pre.new_zeros(h.shape[0], 0)
+        return pen_probs, pen, labels
+
+    # ------------------------------------------------------------------ training
+
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        """The current phase's surrogate: CD on RBM ``phase`` (greedy) or the up-down loss."""
+        x, y = self._inputs(batch)
+        if self.phase >= self.config.n_rbms:
+            return self._updown_loss(x, y)
+        layer = self.phase
+        with torch.no_grad():
+            v = self.layer_input(x, layer)
+        if layer == self.config.n_rbms - 1 and self.config.n_labels:
+            loss, logs = self._top_cd_loss(v, self._one_hot(y, x.shape[0]), self.config.top_cd_k)
+        else:
+            loss, logs = self.rbms[layer].loss(v)
+        return loss, {"layer": float(layer), **logs}
+
+    def _top_cd_loss(self, pen: Tensor, labels: Tensor, k: int) -> tuple[Tensor, dict[str, float]]:
+        """CD-k for the top RBM with softmax label units: ``mean F(data) - mean F(model.detach())``.
+
+        The free energy is the RBM's (the label units are ordinary visible units whose states are one-hot),
+        only the negative phase samples the labels as one softmax group. Logs ``recon_ce_nats`` (of the
+        penultimate part after one sampled up-down step), ``label_recon_acc`` (the reconstructed label equals
+        the data's), ``cd_gap`` and ``hidden_mean``.
+        """
+        top = self.top
+        v_data = torch.cat([pen, labels], 1)
+        f_data = top.free_energy(v_data)
+        with torch.no_grad():
+            hidden_probs = top.hidden_probs(v_data)
+            h = bernoulli(hidden_probs, None)
+            pre = torch.addmm(top.b, h, top.W)
+            recon_ce = F.binary_cross_entropy_with_logits(pre[:, : self.config.pen_size], pen, reduction="sum")
+            label_acc = (pre[:, self.config.pen_size:].argmax(1) == labels.argmax(1)).float().mean()
+            if self.config.top_persistent:
+                h = top.sample_hidden(self._persistent_chains(v_data), None)
+            for step in range(k):
+                _, pen_model, labels_model = self._top_visible(h, None, None)
+                v_model = torch.cat([pen_model, labels_model], 1)
+                if step < k - 1:
+                    h = top.sample_hidden(v_model, None)
+            if self.config.top_persistent:
+                self.top_chains = v_model
+        cd_gap = f_data.mean() - top.free_energy(v_model).mean()
+        return cd_gap, {"recon_ce_nats": float(recon_ce) / pen.shape[0], "label_recon_acc": float(label_acc),
+                        "cd_gap": float(cd_gap.detach()), "hidden_mean": float(hidden_probs.mean())}
+
+    def _persistent_chains(self, v_data: Tensor) -> Tensor:
+        """The top RBM's PCD particles (n_chains, pen + labels), started from data rows when absent."""
+        if self.top_chains.shape != (self.config.n_chains, self.top.config.n_visible):
+            rows = torch.arange(self.config.n_chains, device=v_data.device) % v_data.shape[0]
+            start = v_data[rows]
+            pen = bernoulli(start[:, : self.config.pen_size], None)  # binary states, labels already one-hot
+            self.top_chains = torch.cat([pen, start[:, self.config.pen_size:]], 1)
+        return self.top_chains.to(device=v_data.device, dtype=v_data.dtype)
+
+    def extra_state(self) -> dict[str, Any]:
+        """The top RBM's PCD chains (on CPU), so a resumed run continues the same Markov chains."""
+        return {"top_chains": self.top_chains.detach().cpu().clone()} if self.top_chains.numel() else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        chains = state.get("top_chains")
+        if chains is None:
+            self.top_chains = self.top.W.new_zeros(0, self.top.config.n_visible)
+            return
+        chains = torch.as_tensor(chains)
+        if chains.dim() != 2 or chains.shape[1] != self.top.config.n_visible:
+            raise CheckpointError(f"top-RBM chains of shape {tuple(chains.shape)} do not fit this DBN "
+                                  f"({self.top.config.n_visible} top visible units)")
+        self.top_chains = chains.to(device=self.top.W.device, dtype=self.top.W.dtype)
+
+    def _updown_loss(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, dict[str, float]]:
+        """Contrastive wake-sleep (Hinton et al. 2006, appendix B) as one surrogate loss.
+
+        Wake: a stochastic bottom-up pass with the recognition weights gives states s_0 = x, s_1, ..., s_pen.
+        Top: CD-``updown_cd_k`` in the top RBM from [s_pen, label]. Sleep: a stochastic top-down pass with the
+        generative weights from the negative penultimate state gives r_pen, ..., r_1 and probabilities r_0.
+        The loss is ``updown_lr_scale`` times
+
+            Σ_l BCE(gen logits(s_{l+1}), s_l) + Σ_l BCE(rec logits(r_l), r_{l+1}) + F(top data) - F(top model),
+
+        whose gradients are exactly the paper's delta rules (generative weights learn to reconstruct the wake
+        states, recognition weights to recover the sleep states) and the CD update of the top RBM.
+        """
+        cfg = self.config
+        count = x.shape[0]
+        lower = cfg.n_rbms - 1
+        with torch.no_grad():
+            wake = [x]
+            for layer in range(lower):
+                wake.append(bernoulli(self.rbms[layer].hidden_probs(wake[-1]), None))
+            labels = self._one_hot(y, count)
+            v_data = torch.cat([wake[-1], labels], 1)
+            h = self.top.sample_hidden(v_data, None)
+            for step in range(cfg.updown_cd_k):
+                _, pen_model, labels_model = self._top_visible(h, None, None)
+                v_model = torch.cat([pen_model, labels_model], 1)
+                if step < cfg.updown_cd_k - 1:
+                    h = self.top.sample_hidden(v_model, None)
+            sleep = [pen_model]
+            for layer in range(lower - 1, -1, -1):
+                probs = self.generative_probs(layer, sleep[0])
+                sleep.insert(0, probs if layer == 0 else bernoulli(probs, None))
+        generative = [F.binary_cross_entropy_with_logits(
+            torch.addmm(self.gen_biases[l], wake[l + 1], self.gen_weights[l]), wake[l], reduction="sum") / count
+            for l in range(lower)]
+        recognition = [F.binary_cross_entropy_with_logits(
+            F.linear(sleep[l], self.rbms[l].W, self.rbms[l].c), sleep[l + 1], reduction="sum") / count
+            for l in range(lower)]
+        cd_gap = self.top.free_energy(v_data).mean() - self.top.free_energy(v_model).mean()
+        total = sum(generative, cd_gap.new_zeros(())) + sum(recognition, cd_gap.new_zeros(())) + cd_gap
+        logs = {"layer": float(cfg.n_rbms), "cd_gap": float(cd_gap.detach()),
+                "wake_recon_ce_nats": float(generative[0].detach()) if generative else 0.0,
+                "sleep_ce_nats": float(sum(r.detach() for r in recognition)) if recognition else 0.0}
+        return cfg.updown_lr_scale * total, logs
+
+    # ------------------------------------------------------------------ classification and monitoring
+
+    @torch.no_grad()
+    def label_free_energies(self, x: Tensor) -> Tensor:
+        """F([pen, e_k]) of the top RBM for every label k: x (B, n_0) -> (B, n_labels).
+
+        p(label = k | pen) ∝ exp(-F([pen, e_k])), so the most probable label has the lowest free energy
+        (Hinton et al. 2006, section 6).
+        """
+        if not self.config.n_labels:
+            raise ConfigError("this DBN has no label units (model.n_labels=0), so it cannot classify")
+        pen = self.up_probs(x, self.config.n_rbms - 1)
+        count, n_labels = pen.shape[0], self.config.n_labels
+        eye = torch.eye(n_labels, dtype=pen.dtype, device=pen.device)
+        joint = torch.cat([pen.repeat_interleave(n_labels, 0), eye.repeat(count, 1)], 1)
+        return self.top.free_energy(joint).reshape(count, n_labels)
+
+    @torch.no_grad()
+    def classify(self, x: Tensor) -> Tensor:
+        """The label of lowest top-RBM free energy for each image: x (B, ...) -> (B,) long."""
+        x, _ = self._inputs(x)
+        return self.label_free_energies(x).argmin(1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, depth: int | None = None) -> Tensor:
+        """Mean-field pass up ``depth`` directed layers (default: to the penultimate layer) and back down:
+        x (B, ...) -> probabilities (B, *image_shape)."""
+        x, _ = self._inputs(x)
+        depth = self.config.n_rbms - 1 if depth is None else depth
+        h = self.up_probs(x, depth)
+        for layer in range(depth - 1, -1, -1):
+            h = self.generative_probs(layer, h)
+        return h.reshape(x.shape[0], *self.image_shape)
+
+    def _layer_recon_ce(self, x: Tensor, y: Tensor | None, layer: int, generator: torch.Generator) -> float:
+        """Summed reconstruction cross-entropy of RBM ``layer`` on its input (one sampled up-down step)."""
+        rbm = self.rbms[layer]
+        v = self.layer_input(x, layer)
+        if layer == self.config.n_rbms - 1 and self.config.n_labels:
+            h = rbm.sample_hidden(torch.cat([v, self._one_hot(y, x.shape[0])], 1), generator)
+            logits = torch.addmm(rbm.b, h, rbm.W)[:, : self.config.pen_size]
+        else:
+            logits = torch.addmm(rbm.b, rbm.sample_hidden(v, generator), rbm.W)
+        return float(F.binary_cross_entropy_with_logits(logits, v, reduction="sum"))
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[Any]) -> dict[str, float]:
+        """Per example: ``recon_ce_nats`` of the RBM being trained (``layer``) on its input and, once the top
+        RBM trains and the data are labelled, ``error_pct`` of free-energy classification."""
+        layer = min(self.phase, self.config.n_rbms - 1)
+        labelled = self.config.n_labels > 0 and self.phase >= self.config.n_rbms - 1
+        generator = torch.Generator(device=self.top.W.device).manual_seed(0)
+        recon = errors = 0.0
+        count = 0
+        for batch in batches:
+            x, y = self._inputs(batch)
+            if self.config.n_labels and (y is None or bool((y < 0).any())):
+                labelled = False
+                y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            recon += self._layer_recon_ce(x, y, layer, generator)
+            if labelled:
+                errors += float((self.label_free_energies(x).argmin(1) != y.to(x.device)).sum())
+            count += x.shape[0]
+        if count == 0:
+            raise DataError("DBN validation got no examples")
+        logs = {"layer": float(layer), "recon_ce_nats": recon / count}
+        if labelled:
+            logs["error_pct"] = 100.0 * errors / count
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self, test_batches: Iterable[Any], *, generator: torch.Generator | None = None,
+                 **options: Any) -> dict[str, float]:
+        """``test_error_pct`` (free-energy classification; with label units), ``test_recon_ce_nats`` (mean-field
+        reconstruction through the directed layers, nats per image) and ``n_test``."""
+        if options:
+            raise ConfigError(f"DBN.evaluate takes no options, got {', '.join(sorted(options))}")
+        recon = errors = 0.0
+        count = 0
+        for batch in test_batches:
+            x, y = self._inputs(batch)
+            recon_probs = self.reconstruct(x).reshape(x.shape[0], -1).clamp(1e-7, 1 - 1e-7)
+            recon += float(F.binary_cross_entropy(recon_probs, x, reduction="sum"))
+            if self.config.n_labels:
+                if y is None or bool((y < 0).any()):
+                    raise DataError("test_error_pct needs labelled test data")
+                errors += float((self.label_free_energies(x).argmin(1) != y.to(x.device)).sum())
+            count += x.shape[0]
+        if count == 0:
+            raise DataError("DBN evaluation got no test examples")
+        result = {"test_recon_ce_nats": recon / count, "n_test": float(count)}
+        if self.config.n_labels:
+            result["test_error_pct"] = 100.0 * errors / count
+        return result
+
+    # ------------------------------------------------------------------ generation
+
+    def _label_tensor(self, label: Any, n: int) -> Tensor | None:
+        """``label``: None, an int, or n ints in 0..n_labels-1 -> one-hots (n, n_labels) or None."""
+        if label is None:
+            return None
+        if not self.config.n_labels:
+            raise ConfigError("this DBN has no label units (model.n_labels=0), so no label can be clamped")
+        try:
+            values = torch.as_tensor(label).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"label must be an integer in 0-{self.config.n_labels - 1}, got {label!r}") from None
+        if values.dtype == torch.bool or values.is_floating_point() and not bool((values == values.round()).all()):
+            raise ConfigError(f"label must be an integer in 0-{self.config.n_labels - 1}, got {label!r}")
+        values = values.long()
+        if values.numel() == 1:
+            values = values.expand(n)
+        if values.numel() != n:
+            raise ConfigError(f"got {values.numel()} labels for {n} samples; pass one label or one per sample")
+        if bool(((values < 0) | (values >= self.config.n_labels)).any()):
+            raise ConfigError(f"label must be an integer in 0-{self.config.n_labels - 1}, got {label!r}")
+        return F.one_hot(values.to(self.top.W.device), self.config.n_labels).to(self.top.W.dtype)
+
+    @torch.no_grad()
+    def _start(self, n: int, init: Tensor | None, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """Binary penultimate start states (n, pen_size) and the start images (None without ``init``)."""
+        if init is None:
+            probs = torch.sigmoid(self.top.b[: self.config.pen_size]).expand(n, self.config.pen_size)
+            return bernoulli(probs.contiguous(), generator), None
+        x, _ = self._inputs(init)
+        if x.shape[0] != n:
+            raise ConfigError(f"init has {x.shape[0]} images for {n} chains")
+        return bernoulli(self.up_probs(x, self.config.n_rbms - 1), generator), x
+
+    @torch.no_grad()
+    def sample_chain(self, n: int, *, steps: int, init: Tensor | None = None,
+                     generator: torch.Generator | None = None, every: int = 1, label: Any = None,
+                     **kwargs: Any) -> Tensor:
+        """Frames of ``n`` alternating-Gibbs chains in the top RBM, each decoded by a down pass.
+
+        Returns (steps // every + 1, n, *image_shape) in [0, 1]; frame 0 is the start (``init`` itself, or the
+        decoded random start). ``label`` (an int or one per chain) is clamped in the top RBM; otherwise the
+        label units are sampled with the rest.
+        """
+        if kwargs:
+            raise ConfigError(f"DBN.sample_chain got unknown option(s): {', '.join(sorted(kwargs))}")
+        if n < 1 or steps < 0 or every < 1:
+            raise ConfigError(f"sample_chain needs n >= 1, steps >= 0 and every >= 1, got {n}, {steps}, {every}")
+        clamped = self._label_tensor(label, n)
+        pen, start_images = self._start(n, init, generator)
+        first = start_images.reshape(n, *self.image_shape) if start_images is not None \
+            else self.down_pass(pen, generator)
+        frames = [first]
+        labels = clamped if clamped is not None or not self.config.n_labels else \
+            sample_softmax(torch.full((n, self.config.n_labels), 1.0 / self.config.n_labels,
+                                      dtype=pen.dtype, device=pen.device), generator)
+        for step in range(1, steps + 1):
+            pen, labels = self._gibbs_top(pen, labels, clamped, generator)
+            if step % every == 0:
+                frames.append(self.down_pass(pen, generator))
+        return torch.stack(frames)
+
+    def _gibbs_top(self, pen: Tensor, labels: Tensor, clamped: Tensor | None,
+                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """One alternating Gibbs step [pen, labels] -> h -> [pen', labels'] (labels kept when clamped)."""
+        h = self.top.sample_hidden(torch.cat([pen, labels], 1), generator)
+        _, pen, sampled = self._top_visible(h, clamped, generator)
+        return pen, sampled
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int | None = None,
+               label: Any = None, init: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """``n`` images (n, *image_shape) in [0, 1]: ``steps`` (default ``config.sample_steps``) alternating
+        Gibbs steps in the top RBM, with ``label`` clamped if given (``sample(n, label=7)`` draws sevens), then
+        a down pass. A label outside 0..n_labels-1 is a ConfigError."""
+        if kwargs:
+            raise ConfigError(f"DBN.sample got unknown option(s): {', '.join(sorted(kwargs))}; "
+                              "valid: steps, label, init")
+        steps = self.config.sample_steps if steps is None else int(steps)
+        return self.sample_chain(n, steps=steps, init=init, generator=generator, every=max(steps, 1),
+                                 label=label)[-1]
+
+    def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
+        """First-layer filters, reconstructions of ``batch`` through the layers trained so far, and (once the top
+        RBM trains) samples with labels 0, 1, 2, ... clamped in turn."""
+        pictures: dict[str, Any] = {"filters": self.rbms[0].filters(100)}
+        depth = min(self.phase + 1, self.config.n_rbms - 1)
+        if batch is not None and depth > 0:
+            x, _ = self._inputs(batch)
+            pictures["reconstructions"] = torch.cat([x[:n].reshape(-1, *self.image_shape),
+                                                     self.reconstruct(x[:n], depth)])
+        if self.phase >= self.config.n_rbms - 1:
+            labels = torch.arange(n) % self.config.n_labels if self.config.n_labels else None
+            pictures["samples"] = self.sample(n, generator=generator, label=labels)
+        return pictures
+
+
+# ---------------------------------------------------------------------------------------------- classifier
+
+
+@dataclass
+class DBNClassifierConfig:
+    """A DBN stack fine-tuned by backpropagation as a ``layers[0] - ... - layers[-1] - classes`` classifier."""
+
+    dbn: DBNConfig = field(default_factory=DBNConfig)  # the stack; its epoch settings are the pretraining
+    pretrain: bool = True  # greedy-pretrain (and up-down, if set) the DBN in this run before fine-tuning
+    init_from: str | None = None  # a `dbn` run or checkpoint directory to start from instead of pretraining
+    n_classes: int = 10  # set from the data
+    finetune_lr_scale: float = 1.0  # multiplies the cross-entropy (with SGD: the fine-tuning learning rate)
+
+    def __post_init__(self) -> None:
+        _check(self.n_classes >= 2, f"model.n_classes must be >= 2, got {self.n_classes}")
+        _check(self.finetune_lr_scale > 0.0, f"model.finetune_lr_scale must be > 0, got {self.finetune_lr_scale}")
+        _check(not self.init_from or str(self.init_from).strip(), "model.init_from must be a run directory")
+
+    @property
+    def pretrain_epochs(self) -> int:
+        """Epochs of DBN training before backprop: none when starting from ``init_from`` or randomly."""
+        return self.dbn.total_epochs if self.pretrain and not self.init_from else 0
+
+    @property
+    def has_generative(self) -> bool:
+        return bool(self.pretrain or self.init_from)
+
+
+def _dbn_checkpoint(path: str) -> tuple[DBNConfig, dict[str, Tensor]]:
+    """The config and weights of the ``dbn`` run (or checkpoint) at ``path``."""
+    from genlab.config import build_run_config
+    from genlab.train import checkpoint as ckpt
+
+    location = Path(path).expanduser()
+    try:
+        model_file = location if location.is_file() else ckpt.latest_checkpoint(location) / ckpt.MODEL_FILE
+        tensors, run_config = ckpt.read_model_file(model_file)
+        config = build_run_config(run_config)
+    except (CheckpointError, ConfigError) as exc:
+        raise ConfigError(f"model.init_from={path}: {exc}") from None
+    if config.model_name != "dbn":
+        raise ConfigError(f"model.init_from={path} is a {config.model_name} run; it must be a dbn run")
+    return config.model, tensors
+
+
+@register("dbn-classifier", config=DBNClassifierConfig, default_dataset="mnist", default_preset="dbn-hinton2006",
+          description="DBN pretraining + backprop fine-tuning as a classifier (784-500-500-2000-10); test error %")
+class DBNClassifier(GenerativeModel):
+    """``dbn`` (the generative :class:`DBN`, kept for sampling) and a feed-forward copy of its recognition
+    path: ``hidden[l]`` = Linear(n_l, n_{l+1}) with sigmoid units, then ``head`` = Linear(n_L, n_classes).
+
+    Phases by epoch: the first ``config.pretrain_epochs`` train the DBN (its own phases); then the feed-forward
+    net is initialised from it (the top RBM's label weights give the head, as p(label | top) of the top RBM)
+    and trained by cross-entropy. Without pretraining or ``init_from`` the net keeps its random init.
+    """
+
+    kind = "image"
+    supports_amp = False
+
+    def __init__(self, config: DBNClassifierConfig):
+        super().__init__(config)
+        layers = tuple(config.dbn.layers)
+        self.dbn = DBN(config.dbn)
+        self.hidden = nn.ModuleList([nn.Linear(layers[l], layers[l + 1]) for l in range(len(layers) - 1)])
+        self.head = nn.Linear(layers[-1], config.n_classes)
+        self.register_buffer("finetuning", torch.zeros((), dtype=torch.bool))
+        self.pretraining = config.pretrain_epochs > 0
+
+    @classmethod
+    def adapt_config(cls, config: DBNClassifierConfig, info: DataInfo) -> DBNClassifierConfig:
+        """Adopt the architecture of ``init_from``'s DBN, check it against the data, take the class count."""
+        dbn = _dbn_checkpoint(config.init_from)[0] if config.init_from else config.dbn
+        _check_data(dbn.layers, dbn.n_labels, info, "DBN classifier")
+        if info.num_classes < 2:
+            raise ConfigError("the DBN classifier needs labelled data with at least 2 classes")
+        return dataclasses.replace(config, dbn=dbn, n_classes=info.num_classes)
+
+    @torch.no_grad()
+    def init_from_data(self, batches: Iterable[Any]) -> None:
+        if self.config.init_from:
+            config, tensors = _dbn_checkpoint(self.config.init_from)
+            if tuple(config.layers) != tuple(self.config.dbn.layers) or config.n_labels != self.config.dbn.n_labels:
+                raise ConfigError(f"model.init_from={self.config.init_from} has layers {list(config.layers)} with "
+                                  f"{config.n_labels} labels, not {list(self.config.dbn.layers)}")
+            self.dbn = DBN(config).to(self.head.weight.device)
+            self.dbn.load_state_dict(tensors, strict=True)
+        elif self.config.pretrain:
+            self.dbn.init_from_data(batches)
+
+    def extra_state(self) -> dict[str, Any]:
+        return self.dbn.extra_state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.dbn.load_extra_state(state)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.pretraining = epoch < self.config.pretrain_epochs
+        if self.pretraining:
+            self.dbn.on_epoch_start(epoch)
+        elif not bool(self.finetuning):
+            if self.config.has_generative:
+                self.copy_from_dbn()
+            self.finetuning.fill_(True)
+
+    @torch.no_grad()
+    def copy_from_dbn(self) -> None:
+        """Initialise the feed-forward net from the DBN's recognition weights (the top RBM without labels)."""
+        pen = self.config.dbn.pen_size
+        for layer, rbm in enumerate(self.dbn.rbms):
+            self.hidden[layer].weight.copy_(rbm.W[:, : self.config.dbn.layers[layer]])  # top: without labels
+            self.hidden[layer].bias.copy_(rbm.c)
+        if self.config.dbn.n_labels == self.config.n_classes:
+            # log p(label = k | h) = b_k + Σ_j W_jk h_j + const in the top RBM: the same affine map.
+            self.head.weight.copy_(self.dbn.top.W[:, pen:].T)
+            self.head.bias.copy_(self.dbn.top.b[pen:])
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Class scores (B, n_classes) of images (B, ...) in [0, 1]."""
+        h = x.reshape(x.shape[0], -1).to(self.head.weight.dtype)
+        for layer in self.hidden:
+            h = torch.sigmoid(layer(h))
+        return self.head(h)
+
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        """DBN pretraining loss, then ``finetune_lr_scale`` × cross-entropy (logs ``ce_nats``, ``error_pct``)."""
+        if self.pretraining:
+            return self.dbn.loss(batch)
+        x, y = self._labelled(batch)
+        logits = self.logits(x)
+        ce = F.cross_entropy(logits, y)
+        error = (logits.detach().argmax(1) != y).float().mean()
+        return self.config.finetune_lr_scale * ce, {"ce_nats": float(ce.detach()), "error_pct": 100.0 * float(error)}
+
+    def _labelled(self, batch: Any) -> tuple[Tensor, Tensor]:
+        x, y = _images_and_labels(batch, self.config.dbn.layers[0], "DBN classifier")
+        if y is None or bool(((y < 0) | (y >= self.config.n_classes)).any()):
+            raise DataError(f"the DBN classifier needs labels in 0..{self.config.n_classes - 1} with every image")
+        return x.to(self.head.weight.device), y.to(self.head.weight.device).long()
+
+    @torch.no_grad()
+    def _classification(self, batches: Iterable[Any], generative: bool) -> dict[str, float]:
+        ce = errors = generative_errors = 0.0
+        count = 0
+        for batch in batches:
+            x, y = self._labelled(batch)
+            logits = self.logits(x)
+            ce += float(F.cross_entropy(logits, y, reduction="sum"))
+            errors += float((logits.argmax(1) != y).sum())
+            if generative:
+                generative_errors += float((self.dbn.label_free_energies(x).argmin(1) != y).sum())
+            count += x.shape[0]
+        if count == 0:
+            raise DataError("the DBN classifier got no examples to evaluate")
+        result = {"ce_nats": ce / count, "error_pct": 100.0 * errors / count, "n": float(count)}
+        if generative:
+            result["generative_error_pct"] = 100.0 * generative_errors / count
+        return result
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[Any]) -> dict[str, float]:
+        if self.pretraining:
+            return self.dbn.validate(batches)
+        result = self._classification(batches, generative=False)
+        result.pop("n")
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, test_batches: Iterable[Any], *, generator: torch.Generator | None = None,
+                 **options: Any) -> dict[str, float]:
+        """``test_error_pct`` and ``test_ce_nats`` of the fine-tuned net, ``n_test``, and
+        ``test_generative_error_pct`` (free-energy classification by the DBN) when it has matching labels."""
+        if options:
+            raise ConfigError(f"DBNClassifier.evaluate takes no options, got {', '.join(sorted(options))}")
+        generative = self.config.has_generative and self.config.dbn.n_labels == self.config.n_classes
+        result = self._classification(test_batches, generative)
+        return {f"test_{key}" if key != "n" else "n_test": value for key, value in result.items()}
+
+    def _generative(self) -> DBN:
+        if not self.config.has_generative:
+            raise ConfigError("this dbn-classifier was trained from a random init, so it has no generative DBN to "
+                              "sample from; pretrain it (model.pretrain=true) or start from model.init_from")
+        return self.dbn
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
+        """Samples of the generative DBN the classifier was initialised from (see :meth:`DBN.sample`)."""
+        return self._generative().sample(n, generator=generator, **kwargs)
+
+    @torch.no_grad()
+    def sample_chain(self, n: int, *, steps: int, **kwargs: Any) -> Tensor:
+        """Gibbs chain frames of the generative DBN (see :meth:`DBN.sample_chain`)."""
+        return self._generative().sample_chain(n, steps=steps, **kwargs)
+
+    def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
+        if self.pretraining:
+            return self.dbn.snapshots(n, generator=generator, batch=batch)
+        weights = self.hidden[0].weight.detach()[:100]
+        return {"filters": weights.reshape(weights.shape[0], *self.dbn.image_shape)}

@@ -1,0 +1,594 @@
+"""Energy-based model of images: a conv net energy, trained by contrastive divergence with Langevin negatives.
+
+Sign convention (used everywhere in genlab): the energy ``E(x)`` is LOW where x is likely, ``p(x) ∝ exp(-E(x))``.
+The seed recipe (Foster, "Generative Deep Learning", 2nd ed., ch. 7, after Du & Mordatch 2019, "Implicit
+Generation and Generalization in Energy-Based Models") calls its network output a *score*, which is ``-E``; its
+loss ``mean score(fake) - mean score(real) + α·mean(score(real)² + score(fake)²)`` is exactly ours below, and
+its Langevin step along ``+∇score`` is our step along ``-∇E``. Here the network output *is* the energy.
+
+Training (one step, batch of B real images in the data range, e.g. [-1, 1]):
+
+1. real ← clip(real + N(0, data_noise²)) — a little noise on the data keeps the energy surface smooth;
+2. negatives: B chain starts from the replay buffer (about ``fresh_fraction`` of them fresh uniform noise), run
+   ``langevin_steps`` SGLD steps (:mod:`genlab.sampling.langevin`), and put the results back in the buffer;
+3. loss = [mean E(real) - mean E(negatives)] + α · mean(E(real)² + E(negatives)²).
+
+The contrastive term lowers the energy of data and raises that of the model's samples (its gradient is the
+maximum-likelihood gradient when the negatives are exact model samples); the α term keeps energies near zero.
+All randomness in the loss comes from the global torch RNG, which the Trainer checkpoints, and the replay buffer is
+saved in ``extra_state``, so a resumed run continues exactly.
+
+Health: every step checks the energies, the input-gradient norm of the Langevin chains, the previous step's
+parameter-gradient norm and the fraction of negatives that collapsed to a blank (all low) or white (all high)
+image. On divergence the model either rolls back to its last good in-memory state (weights and replay buffer)
+with a smaller Langevin step size (logged as ``step_size`` and ``rollbacks``), or stops with a TrainingError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from genlab.models.base import DataInfo, GenerativeModel
+from genlab.registry import register
+from genlab.sampling.langevin import langevin
+from genlab.sampling.replay import ReplayBuffer
+
+ACTIVATIONS = {"swish": F.silu, "relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu}
+# A negative whose mean intensity (rescaled to [0, 1]) lies within this of 0 or 1 is a collapsed blank/white image.
+# Real MNIST digits cover at least ~5% of the pixels, so 1% never flags a real digit.
+_COLLAPSE_MARGIN = 0.01
+# Pixels this close to a bound (as a fraction of the range) count as saturated in the ``saturation`` log.
+_SATURATION_MARGIN = 1e-3
+# Chains (= frames) in the Langevin-chain picture: a square grid, one chain per row.
+CHAIN_FRAMES = 8
+
+
+@dataclass
+class EBMConfig:
+    """Hyper-parameters; the defaults are the seed's recipe (Foster 2023, ch. 7)."""
+
+    # Energy network: conv layers (same-style padding k // 2), then dense layers, then one linear output.
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    kernel_sizes: tuple[int, ...] = (5, 3, 3, 3)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    dense: tuple[int, ...] = (64,)
+    activation: str = "swish"  # swish (x·σ(x)) | relu | leaky_relu | elu
+    # SGLD: add N(0, noise_std²), clip, step ``step_size`` along -∇E with ∇E clipped to ±grad_clip, clip.
+    step_size: float = 10.0
+    noise_std: float = 0.005
+    grad_clip: float = 0.03  # element-wise; 0: off
+    langevin_steps: int = 60  # per training batch
+    sample_steps: int = 1000  # for sample() / snapshots, from uniform noise
+    # Langevin's input gradient through the first conv layer by matmul + fold (same energies, gradient equal up to
+    # float32 rounding, much faster on CPU); false: plain autograd.
+    fast_input_grad: bool = True
+    # Replay buffer of negatives.
+    buffer_size: int = 8192
+    fresh_fraction: float = 0.05  # chains restarted from uniform noise per batch
+    # Loss.
+    alpha: float = 0.1  # weight of the energy-magnitude regulariser mean(E_real² + E_fake²)
+    data_noise: float = 0.005  # std of the Gaussian noise added to real images
+    # Health (divergence guard).
+    health: str = "recover"  # recover: roll back + smaller step | stop: TrainingError | off
+    max_energy: float = 1000.0  # |E| above this on any image is divergence
+    max_grad_norm: float = 1000.0  # Langevin input-gradient or parameter-gradient L2 norm above this is divergence
+    max_collapsed: float = 0.5  # fraction of negatives collapsed to blank/white images above this is divergence
+    health_warmup: int = 100  # steps before the collapse check starts (early negatives are often blank)
+    snapshot_every: int = 50  # healthy steps between in-memory snapshots for roll-back
+    recovery_factor: float = 0.5  # Langevin step size multiplier on each roll-back
+    max_recoveries: int = 3  # roll-backs allowed before training stops
+    # Filled from the data by adapt_config.
+    image_shape: tuple[int, ...] = ()  # (C, H, W)
+    value_range: tuple[float, ...] = ()  # (low, high) of the pixel values, e.g. (-1, 1)
+
+    def __post_init__(self) -> None:
+        def check(condition: bool, message: str) -> None:
+            if not condition:
+                raise ConfigError(message)
+
+        layers = len(self.channels)
+        check(layers >= 1, "model.channels needs at least one conv layer, e.g. [16, 32, 64, 64]")
+        check(len(self.kernel_sizes) == layers and len(self.strides) == layers,
+              f"model.kernel_sizes ({len(self.kernel_sizes)}) and model.strides ({len(self.strides)}) need one "
+              f"entry per conv layer in model.channels ({layers})")
+        check(all(c >= 1 for c in self.channels + self.dense),
+              f"model.channels and model.dense must be positive, got {self.channels} and {self.dense}")
+        check(all(k >= 1 for k in self.kernel_sizes) and all(s >= 1 for s in self.strides),
+              f"model.kernel_sizes and model.strides must be >= 1, got {self.kernel_sizes} and {self.strides}")
+        check(self.activation in ACTIVATIONS,
+              f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        check(self.step_size >= 0.0, f"model.step_size (Langevin) must be >= 0, got {self.step_size}")
+        check(self.noise_std >= 0.0, f"model.noise_std (Langevin noise) must be >= 0, got {self.noise_std}")
+        check(self.grad_clip >= 0.0, f"model.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
+        check(self.langevin_steps >= 1, f"model.langevin_steps must be >= 1, got {self.langevin_steps}")
+        check(self.sample_steps >= 1, f"model.sample_steps must be >= 1, got {self.sample_steps}")
+        check(self.buffer_size >= 1, f"model.buffer_size (replay buffer) must be >= 1, got {self.buffer_size}")
+        check(0.0 <= self.fresh_fraction <= 1.0,
+              f"model.fresh_fraction (fresh noise per batch) must be in [0, 1], got {self.fresh_fraction}")
+        check(self.alpha >= 0.0, f"model.alpha must be >= 0, got {self.alpha}")
+        check(self.data_noise >= 0.0, f"model.data_noise must be >= 0, got {self.data_noise}")
+        check(self.health in ("recover", "stop", "off"),
+              f"model.health must be recover, stop or off, got {self.health!r}")
+        check(self.max_energy > 0.0 and self.max_grad_norm > 0.0,
+              f"model.max_energy and model.max_grad_norm must be > 0, got {self.max_energy}, {self.max_grad_norm}")
+        check(0.0 < self.max_collapsed <= 1.0, f"model.max_collapsed must be in (0, 1], got {self.max_collapsed}")
+        check(self.health_warmup >= 0, f"model.health_warmup must be >= 0, got {self.health_warmup}")
+        check(self.snapshot_every >= 1, f"model.snapshot_every must be >= 1, got {self.snapshot_every}")
+        check(0.0 < self.recovery_factor < 1.0,
+              f"model.recovery_factor must be in (0, 1), got {self.recovery_factor}")
+        check(self.max_recoveries >= 0, f"model.max_recoveries must be >= 0, got {self.max_recoveries}")
+        check(self.image_shape == () or (len(self.image_shape) == 3 and min(self.image_shape) >= 1),
+              f"model.image_shape must be (C, H, W) or empty (filled from the data), got {self.image_shape}")
+        check(self.value_range == () or (len(self.value_range) == 2 and self.value_range[0] < self.value_range[1]),
+              f"model.value_range must be (low, high) with low < high or empty, got {self.value_range}")
+
+    def conv_output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size after the conv stack (padding k // 2)."""
+        for kernel, stride in zip(self.kernel_sizes, self.strides):
+            height = (height + 2 * (kernel // 2) - kernel) // stride + 1
+            width = (width + 2 * (kernel // 2) - kernel) // stride + 1
+        return height, width
+
+
+def auroc(positive: Tensor | np.ndarray, negative: Tensor | np.ndarray) -> float:
+    """Area under the ROC curve for scores where higher means "positive": P(s⁺ > s⁻) + ½ P(s⁺ = s⁻).
+
+    Computed from ranks (the Mann–Whitney U statistic, Hanley & McNeil 1982) with tied scores given their average
+    rank, in float64: ``U = Σ rank(positives) - n⁺(n⁺ + 1)/2``, AUROC = U / (n⁺ n⁻). O(n log n).
+    """
+    pos = np.asarray(torch.as_tensor(positive).detach().cpu().double().flatten())
+    neg = np.asarray(torch.as_tensor(negative).detach().cpu().double().flatten())
+    if pos.size == 0 or neg.size == 0:
+        raise DataError(f"AUROC needs at least one positive and one negative score, got {pos.size} and {neg.size}")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise DataError("AUROC got non-finite scores (NaN or infinity)")
+    scores = np.concatenate([pos, neg])
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    # Average rank of each run of ties: runs start where the sorted value changes.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    counts = np.diff(np.r_[starts, scores.size])
+    average_rank = starts + (counts + 1) / 2.0  # 1-based ranks
+    ranks = np.empty(scores.size)
+    ranks[order] = np.repeat(average_rank, counts)
+    n_pos, n_neg = pos.size, neg.size
+    u_statistic = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u_statistic / (n_pos * n_neg))
+
+
+class _ConvInputGrad(torch.autograd.Function):
+    """``F.conv2d`` whose backward returns only the input gradient, as a matmul + ``F.fold`` (col2im).
+
+    Why: oneDNN's backward-data kernel for the first layer of an image EBM (one input channel, 5×5, stride 2) is
+    about 5× slower on CPU than this, and Langevin sampling runs it 60 times per training step. The forward is the
+    same ``F.conv2d`` call, so energies are bit-identical; the gradient equals autograd's up to float32 rounding
+    (checked in tests). Weight and bias get no gradient: use it only where the parameters are constants.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, stride: tuple[int, int],
+                padding: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.geometry = (tuple(x.shape[-2:]), tuple(weight.shape[-2:]), stride, padding)
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (weight,) = ctx.saved_tensors
+        size, kernel, stride, padding = ctx.geometry
+        out_channels = weight.shape[0]
+        # d out[o, p] / d patch[c·k·k, p] = weight[o, c·k·k]; fold scatters the patch gradients back to pixels.
+        columns = torch.matmul(weight.reshape(out_channels, -1).t(), grad_out.flatten(2))
+        grad_x = F.fold(columns, size, kernel, padding=padding, stride=stride)
+        return grad_x, None, None, None, None
+
+
+class EnergyNet(nn.Module):
+    """Conv stack -> flatten -> dense layers -> one linear output: x (B, C, H, W) -> E(x) (B,).
+
+    Weights start Glorot-uniform with zero biases, Keras' defaults, as in the seed.
+    """
+
+    def __init__(self, config: EBMConfig):
+        super().__init__()
+        channels, height, width = config.image_shape
+        self.activation = ACTIVATIONS[config.activation]
+        convs = []
+        for out_channels, kernel, stride in zip(config.channels, config.kernel_sizes, config.strides):
+            convs.append(nn.Conv2d(channels, out_channels, kernel, stride=stride, padding=kernel // 2))
+            channels = out_channels
+        self.convs = nn.ModuleList(convs)
+        out_height, out_width = config.conv_output_size(height, width)  # >= 1: padding k // 2 never empties
+        features = channels * out_height * out_width
+        dense = []
+        for size in config.dense:
+            dense.append(nn.Linear(features, size))
+            features = size
+        self.dense = nn.ModuleList(dense)
+        self.out = nn.Linear(features, 1)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor, *, input_grad_only: bool = False) -> Tensor:
+        """E(x), (B,). ``input_grad_only=True`` (Langevin sampling) gives the same values but a backward pass that
+        yields ∇ₓE only (the parameters get no gradient), with the first layer's input gradient computed by
+        :class:`_ConvInputGrad`."""
+        for index, conv in enumerate(self.convs):
+            if index == 0 and input_grad_only:
+                x = self.activation(_ConvInputGrad.apply(x, conv.weight.detach(), conv.bias.detach(),
+                                                         conv.stride, conv.padding))
+            else:
+                x = self.activation(conv(x))
+        x = x.flatten(1)
+        for layer in self.dense:
+            x = self.activation(layer(x))
+        return self.out(x).squeeze(1)
+
+
+@dataclass(frozen=True)
+class _Health:
+    """One step's divergence monitors (host floats)."""
+
+    max_abs_energy: float
+    langevin_grad_norm: float
+    param_grad_norm: float
+    collapsed_fraction: float
+
+
+@register("ebm", config=EBMConfig, default_dataset="mnist", default_preset="ebm-mnist",
+          description="energy-based model: conv energy, Langevin (SGLD) sampling with a replay buffer")
+class EBM(GenerativeModel):
+    """Energy-based model; see the module docstring for the sign convention, loss and health checks."""
+
+    def __init__(self, config: EBMConfig):
+        super().__init__(config)
+        if not config.image_shape or not config.value_range:
+            raise ConfigError("EBMConfig.image_shape and value_range are filled from the data; build the model "
+                              "through EBM.adapt_config (genlab train does this)")
+        self.image_shape = tuple(int(v) for v in config.image_shape)
+        self.low, self.high = float(config.value_range[0]), float(config.value_range[1])
+        self.net = EnergyNet(config)
+        # The Langevin step size in use; lowered by roll-backs and saved with the weights so sampling uses it.
+        self.register_buffer("current_step_size", torch.tensor(float(config.step_size), dtype=torch.float64))
+        self.buffer = ReplayBuffer(config.buffer_size, self.image_shape, fresh_fraction=config.fresh_fraction,
+                                   value_range=(self.low, self.high))
+        self.train_steps = 0  # loss() calls that ended healthy
+        self.rollbacks = 0
+        self._good: dict[str, Any] | None = None  # last good in-memory state
+
+    @classmethod
+    def adapt_config(cls, config: EBMConfig, info: DataInfo) -> EBMConfig:
+        if info.kind != "image" or len(info.shape) != 3:
+            raise ConfigError(f"the EBM models images (C, H, W); this dataset is {info.kind} of shape {info.shape}")
+        shape, value_range = tuple(int(v) for v in info.shape), tuple(float(v) for v in info.value_range)
+        if config.image_shape and tuple(config.image_shape) != shape:
+            raise ConfigError(f"model.image_shape={tuple(config.image_shape)} but the data has images of shape "
+                              f"{shape}; drop model.image_shape or match data.pad_to")
+        if config.value_range and tuple(config.value_range) != value_range:
+            raise ConfigError(f"model.value_range={tuple(config.value_range)} but the data is in {value_range}; "
+                              "drop model.value_range or change data.scale")
+        return dataclasses.replace(config, image_shape=shape, value_range=value_range)
+
+    # ------------------------------------------------------------------ energy and sampling
+
+    def energy(self, x: Tensor) -> Tensor:
+        """E(x) for images x (B, C, H, W) in the data range -> (B,); low energy = likely."""
+        return self.net(x)
+
+    def _sampling_energy(self, x: Tensor) -> Tensor:
+        """E(x) for Langevin: same values as :meth:`energy`, gradient only with respect to x."""
+        return self.net(x, input_grad_only=self.config.fast_input_grad)
+
+    def _images(self, batch: Any) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise DataError(f"the EBM expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                            f"got {tuple(x.shape)}")
+        return x.to(dtype=self.net.out.weight.dtype)
+
+    def _sampler_settings(self, step_size: float | None, noise_std: float | None) -> dict[str, Any]:
+        cfg = self.config
+        return {"step_size": float(self.current_step_size) if step_size is None else float(step_size),
+                "noise_std": cfg.noise_std if noise_std is None else float(noise_std),
+                "grad_clip": cfg.grad_clip, "bounds": (self.low, self.high)}
+
+    def _device(self) -> torch.device:
+        return self.current_step_size.device
+
+    def _start(self, n: int, init: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        if n < 1:
+            raise ConfigError(f"number of samples must be >= 1, got {n}")
+        if init is None:
+            return self.buffer.uniform(n, device=self._device(), generator=generator)
+        init = self._images(init).to(self._device())
+        if init.shape[0] != n:
+            raise ConfigError(f"asked for {n} chains but init has {init.shape[0]} images")
+        return init.clamp(self.low, self.high)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int | None = None,
+               init: Tensor | None = None, step_size: float | None = None, noise_std: float | None = None,
+               **kwargs: Any) -> Tensor:
+        """``n`` images (n, C, H, W) after ``steps`` Langevin steps (default ``config.sample_steps``, usually far
+        more than training's ``langevin_steps``) from uniform noise or from ``init`` (n, C, H, W)."""
+        if kwargs:
+            raise ConfigError(f"EBM.sample got unknown option(s): {', '.join(sorted(kwargs))}; "
+                              "valid: steps, init, step_size, noise_std")
+        steps = self.config.sample_steps if steps is None else int(steps)
+        settings = self._sampler_settings(step_size, noise_std)
+        start = self._start(n, init, generator)
+        return langevin(self._sampling_energy, start, steps=steps, generator=generator, **settings).samples
+
+    def sample_chain(self, n: int, *, steps: int, init: Tensor | None = None,
+                     generator: torch.Generator | None = None, every: int = 1, step_size: float | None = None,
+                     noise_std: float | None = None, **kwargs: Any) -> Tensor:
+        """The Langevin chain: (steps // every + 1, n, C, H, W); frame 0 is the start (uniform noise or init)."""
+        if kwargs:
+            raise ConfigError(f"EBM.sample_chain got unknown option(s): {', '.join(sorted(kwargs))}")
+        if every < 1:
+            raise ConfigError(f"sample_chain needs every >= 1, got {every}")
+        settings = self._sampler_settings(step_size, noise_std)
+        start = self._start(n, init, generator)
+        return langevin(self._sampling_energy, start, steps=int(steps), generator=generator, every=int(every),
+                        **settings).frames
+
+    def chain_picture(self, *, steps: int, generator: torch.Generator | None = None,
+                      chains: int = CHAIN_FRAMES) -> Tensor:
+        """``chains`` Langevin chains from noise, ``chains`` evenly spaced frames each (first: the noise, last: the
+        final sample), as (chains², C, H, W) in chain-major order: a square grid with one chain per row."""
+        every = max(1, steps // max(1, chains - 1))
+        frames = self.sample_chain(chains, steps=steps, generator=generator, every=every)
+        picks = torch.linspace(0, frames.shape[0] - 1, chains).round().long()
+        return frames[picks].transpose(0, 1).reshape(chains * chains, *self.image_shape)
+
+    def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
+        """``samples`` (n from noise, ``sample_steps`` Langevin steps), ``buffer`` (the n newest replay-buffer
+        samples, the training negatives) and ``chain`` (8 chains × 8 frames from noise to sample)."""
+        pictures: dict[str, Any] = {"samples": self.sample(n, generator=generator)}
+        if len(self.buffer):
+            pictures["buffer"] = self.buffer.newest(n)
+        pictures["chain"] = self.chain_picture(steps=self.config.sample_steps, generator=generator)
+        return pictures
+
+    # ------------------------------------------------------------------ training
+
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        """Contrastive divergence + α energy regulariser on one batch, with the health check (module docstring).
+
+        Logs: ``cdiv`` (mean E(data) - mean E(negatives), the seed's "cdiv" is the same number), ``reg``,
+        ``energy_data``, ``energy_samples``, ``langevin_grad_norm`` (mean L2 norm of the unclipped ∇ₓE at the last
+        Langevin step), ``param_grad_norm`` (previous step), ``collapsed_frac``, ``saturation`` (fraction of
+        negative pixels at a bound), ``step_size`` (Langevin, after roll-backs) and ``rollbacks``.
+        """
+        x = self._images(batch)
+        self.buffer.to(x.device)
+        if self._good is None:
+            self._remember_good_state()
+        param_grad_norm = self._param_grad_norm()
+        while True:
+            loss, logs, health = self._contrastive_step(x, param_grad_norm)
+            problem = self._diagnose(health)
+            if problem is None:
+                break
+            self._handle_divergence(problem)
+            param_grad_norm = 0.0  # the previous gradient was the bad one; it is not used again
+        self.train_steps += 1
+        if self.train_steps % self.config.snapshot_every == 0:
+            self._remember_good_state()
+        logs.update(step_size=float(self.current_step_size), rollbacks=float(self.rollbacks))
+        return loss, logs
+
+    def _contrastive_step(self, x: Tensor, param_grad_norm: float) -> tuple[Tensor, dict[str, float], _Health]:
+        cfg = self.config
+        batch_size = x.shape[0]
+        real = x
+        if cfg.data_noise > 0.0:
+            real = (x + cfg.data_noise * torch.randn_like(x)).clamp_(self.low, self.high)
+        start = self.buffer.draw(batch_size)
+        chains = langevin(self._sampling_energy, start, steps=cfg.langevin_steps, **self._sampler_settings(None, None))
+        fake = chains.samples
+        self.buffer.push(fake)
+        energies = self.energy(torch.cat([real, fake]))
+        e_real, e_fake = energies[:batch_size], energies[batch_size:]
+        cdiv = e_real.mean() - e_fake.mean()
+        reg = cfg.alpha * (e_real.square() + e_fake.square()).mean()
+        loss = cdiv + reg
+        with torch.no_grad():
+            unit = (fake - self.low) / (self.high - self.low)
+            image_mean = unit.flatten(1).mean(1)
+            collapsed = ((image_mean <= _COLLAPSE_MARGIN) | (image_mean >= 1.0 - _COLLAPSE_MARGIN)).float().mean()
+            saturation = ((unit <= _SATURATION_MARGIN) | (unit >= 1.0 - _SATURATION_MARGIN)).float().mean()
+            # One device->host transfer for all monitors.
+            values = torch.stack([cdiv.detach(), reg.detach(), e_real.detach().mean(), e_fake.detach().mean(),
+                                  energies.detach().abs().max(), chains.grad_norm.mean(), collapsed,
+                                  saturation]).tolist()
+        logs = {"cdiv": values[0], "reg": values[1], "energy_data": values[2], "energy_samples": values[3],
+                "langevin_grad_norm": values[5], "param_grad_norm": param_grad_norm, "collapsed_frac": values[6],
+                "saturation": values[7]}
+        health = _Health(max_abs_energy=values[4], langevin_grad_norm=values[5], param_grad_norm=param_grad_norm,
+                         collapsed_fraction=values[6])
+        return loss, logs, health
+
+    def _param_grad_norm(self) -> float:
+        """L2 norm of the gradients left by the previous optimizer step (0 before the first)."""
+        grads = [p.grad.detach().flatten() for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return 0.0
+        return float(torch.cat(grads).norm())
+
+    def _diagnose(self, health: _Health) -> str | None:
+        """A sentence naming the divergence, or None when healthy (always None with ``health=off``)."""
+        cfg = self.config
+        problem = None
+        if cfg.health == "off":
+            return None
+        if not math.isfinite(health.max_abs_energy) or health.max_abs_energy > cfg.max_energy:
+            problem = f"energies exploded (max |E| = {health.max_abs_energy:.4g} > model.max_energy = {cfg.max_energy:g})"
+        elif not math.isfinite(health.langevin_grad_norm) or health.langevin_grad_norm > cfg.max_grad_norm:
+            problem = (f"Langevin input gradients exploded (mean norm {health.langevin_grad_norm:.4g} > "
+                       f"model.max_grad_norm = {cfg.max_grad_norm:g})")
+        elif not math.isfinite(health.param_grad_norm) or health.param_grad_norm > cfg.max_grad_norm:
+            problem = (f"parameter gradients exploded (norm {health.param_grad_norm:.4g} > "
+                       f"model.max_grad_norm = {cfg.max_grad_norm:g})")
+        elif self.train_steps >= cfg.health_warmup and health.collapsed_fraction > cfg.max_collapsed:
+            problem = (f"{100 * health.collapsed_fraction:.0f}% of the Langevin samples collapsed to blank or "
+                       f"saturated images (> model.max_collapsed = {cfg.max_collapsed:g})")
+        if _any_rank(problem is not None, self._device()):
+            return problem or "another training process detected divergence"
+        return None
+
+    def _handle_divergence(self, problem: str) -> None:
+        cfg = self.config
+        where = f"at EBM training step {self.train_steps + 1}"
+        if cfg.health == "stop":
+            raise TrainingError(f"{problem} {where}; stopped (model.health=stop). Lower model.step_size or "
+                                "optim.lr, or set model.health=recover, then resume from the last checkpoint.")
+        if self.rollbacks >= cfg.max_recoveries:
+            raise TrainingError(f"{problem} {where}, after {self.rollbacks} roll-back(s) with smaller Langevin "
+                                f"steps (now {float(self.current_step_size):.4g}); stopped. Lower optim.lr or "
+                                "model.step_size, then resume from the last checkpoint.")
+        self._restore_good_state()
+        self.rollbacks += 1
+        self.current_step_size.mul_(cfg.recovery_factor)
+        for parameter in self.parameters():
+            parameter.grad = None
+        warnings.warn(f"EBM: {problem} {where}; rolled back to the state of step {self._good['train_steps']} "
+                      f"with Langevin step size {float(self.current_step_size):.4g} "
+                      f"(roll-back {self.rollbacks}/{cfg.max_recoveries})", RuntimeWarning, stacklevel=3)
+
+    def _remember_good_state(self) -> None:
+        self._good = {"params": {name: p.detach().clone() for name, p in self.named_parameters()},
+                      "buffer": self.buffer.state_dict(), "train_steps": self.train_steps}
+
+    def _restore_good_state(self) -> None:
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                parameter.copy_(self._good["params"][name])  # in place: the optimizer keeps its references
+        self.buffer.load_state_dict(self._good["buffer"])
+
+    def extra_state(self) -> dict[str, Any]:
+        """The replay buffer, step and roll-back counters and the last good state, so resume is exact."""
+        state: dict[str, Any] = {"buffer": self.buffer.state_dict(), "train_steps": self.train_steps,
+                                 "rollbacks": self.rollbacks}
+        if self._good is not None:
+            state["good"] = {"params": {k: v.cpu() for k, v in self._good["params"].items()},
+                             "buffer": self._good["buffer"], "train_steps": self._good["train_steps"]}
+        return state
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        try:
+            self.buffer.load_state_dict(state["buffer"])
+            self.train_steps = int(state["train_steps"])
+            self.rollbacks = int(state["rollbacks"])
+            good = state.get("good")
+            if good is not None:
+                names = {name for name, _ in self.named_parameters()}
+                if set(good["params"]) != names:
+                    raise CheckpointError("the saved roll-back state does not match this EBM's parameters")
+                device = self._device()
+                self._good = {"params": {k: torch.as_tensor(v).to(device) for k, v in good["params"].items()},
+                              "buffer": good["buffer"], "train_steps": int(good["train_steps"])}
+        except KeyError as exc:
+            raise CheckpointError(f"EBM training state in the checkpoint lacks {exc}; it was not written by "
+                                  "this version of genlab's EBM") from None
+
+    # ------------------------------------------------------------------ monitoring and evaluation
+
+    def _noise_generator(self, seed: int = 0) -> torch.Generator:
+        return torch.Generator(device=self._device()).manual_seed(seed)
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[Any]) -> dict[str, float]:
+        """Mean energies of validation images (``energy_data``) and of as many uniform-noise images
+        (``energy_noise``, fixed seed) and ``energy_gap`` = energy_noise - energy_data (positive: the data is
+        more likely than noise; the seed's validation "cdiv" is its negative)."""
+        generator = self._noise_generator(0)
+        data_total = noise_total = 0.0
+        count = 0
+        for batch in batches:
+            x = self._images(batch)
+            noise = self.buffer.uniform(x.shape[0], device=x.device, generator=generator)
+            data_total += float(self.energy(x).double().sum())
+            noise_total += float(self.energy(noise).double().sum())
+            count += x.shape[0]
+        if count == 0:
+            raise DataError("validate got no examples")
+        return {"energy_data": data_total / count, "energy_noise": noise_total / count,
+                "energy_gap": (noise_total - data_total) / count}
+
+    @torch.no_grad()
+    def energies_of(self, batches: Iterable[Any]) -> Tensor:
+        """E(x) of every image in ``batches``, concatenated, (N,) float64 on CPU."""
+        values = [self.energy(self._images(b).to(self._device())).double().cpu() for b in batches]
+        if not values:
+            raise DataError("no images to compute energies of")
+        return torch.cat(values)
+
+    def _ood_batches(self, name: str, data_dir: str | None, batch_size: int = 500) -> Iterable[Tensor]:
+        """The test split of another image dataset, transformed like this model's data (pad, scale)."""
+        from genlab.data import transforms
+        from genlab.data.images import load_images
+
+        raw = load_images(name, "test", data_dir=data_dir)
+        images = transforms.to_unit_float(torch.from_numpy(raw.images))
+        channels, height, width = self.image_shape
+        if images.shape[1] != channels or images.shape[2] > height or images.shape[3] > width:
+            raise DataError(f"OOD set {name} has images of shape {tuple(images.shape[1:])}, which cannot be "
+                            f"brought to this model's {self.image_shape}")
+        if height != width:
+            raise DataError(f"OOD scoring pads to square images; this model's images are {height}x{width}")
+        images = transforms.pad_to(images, height) * (self.high - self.low) + self.low
+        return (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+
+    @torch.no_grad()
+    def evaluate(self, test_batches: Iterable[Any], *, generator: torch.Generator | None = None,
+                 ood: str | None = None, data_dir: str | None = None, **options: Any) -> dict[str, float]:
+        """Out-of-distribution scoring by energy: AUROC of -E separating the test images (positives) from uniform
+        noise and, with ``ood=NAME`` (e.g. fashion-mnist), from that dataset's test split (found via
+        ``data_dir`` / GENLAB_DATA like any dataset). 1.0: every test image has lower energy than every OOD image;
+        0.5: chance. ``generator`` draws the noise (default: a fixed seed).
+
+        Keys: ``auroc_noise``, ``energy_test``, ``energy_noise``, ``energy_gap``, ``n_test``; with ``ood``:
+        ``auroc_<name>`` (name with - as _), ``energy_<name>``, ``n_<name>``.
+        """
+        if options:
+            raise ConfigError(f"EBM.evaluate got unknown option(s): {', '.join(sorted(options))}; "
+                              "valid: ood (e.g. ood=fashion-mnist), data_dir")
+        test = self.energies_of(test_batches)
+        if generator is None:
+            generator = self._noise_generator(0)
+        noise_batches = (self.buffer.uniform(min(500, len(test) - i), device=self._device(), generator=generator)
+                         for i in range(0, len(test), 500))
+        noise = self.energies_of(noise_batches)
+        result = {"auroc_noise": auroc(-test, -noise), "energy_test": float(test.mean()),
+                  "energy_noise": float(noise.mean()), "energy_gap": float(noise.mean() - test.mean()),
+                  "n_test": float(len(test))}
+        if ood:
+            key = str(ood).strip().lower().replace("-", "_").replace(" ", "_")
+            other = self.energies_of(self._ood_batches(str(ood), data_dir))
+            result.update({f"auroc_{key}": auroc(-test, -other), f"energy_{key}": float(other.mean()),
+                           f"n_{key}": float(len(other))})
+        return result
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true on any process (all ranks must agree to roll back, or replicas would drift)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)

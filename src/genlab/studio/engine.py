@@ -1,0 +1,508 @@
+"""The studio's torch work: a small LRU of loaded models and one function per panel action.
+
+Every function here takes a :class:`LoadedRun` and already-bounded parameters (the app validates them) and uses
+only the base model contract plus the shared capability methods (``encode``/``decode``, ``stream``,
+``sample_chain``, ``recall``/``energy``), so any model family that has them works. Missing capabilities and
+model-level refusals become :class:`StudioError` (4xx) with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from genlab.studio.errors import StudioError
+from genlab.studio.runs import CAPABILITIES, RunRef
+
+# Test images kept per loaded run (for interpolation, chain starts and Hopfield patterns).
+MAX_EXAMPLES = 512
+_PANEL = {"latent": "the latent explorer", "text": "the text panel", "chain": "the chains panel",
+          "hopfield": "the Hopfield panel", "sample": "sampling images"}
+
+
+@dataclass
+class LoadedRun:
+    """A model rebuilt from a run's newest checkpoint, with lazily loaded example images."""
+
+    run: RunRef
+    checkpoint: str
+    model: Any
+    config: Any
+    device: torch.device
+    _examples: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The data's value range, which images from ``sample``/``sample_chain`` and the dataset are in."""
+        return (-1.0, 1.0) if self.config.data.scale == "symmetric" else (0.0, 1.0)
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def require(self, capability: str) -> None:
+        """StudioError 400 unless the model has the methods of ``capability``."""
+        if capability == "sample":
+            if getattr(self.model, "kind", "image") != "image":
+                raise StudioError(400, f"run {self.run.name} ({self.model_name}) is a text model: its samples are "
+                                       "characters, so use the text panel")
+            return
+        missing = [m for m in CAPABILITIES[capability] if not hasattr(self.model, m)]
+        if missing:
+            methods = ", ".join(f"{m}()" for m in missing)
+            raise StudioError(400, f"run {self.run.name} ({self.model_name}) has no {methods}; "
+                                   f"{_PANEL[capability]} needs a model that has")
+
+    def examples(self, split: str) -> tuple[Tensor, Tensor]:
+        """Up to MAX_EXAMPLES images (n, C, H, W) in the data's value range and labels (n,) of ``split``.
+
+        ``split`` is "test" (falls back to validation when the dataset has no test split) or "train". Loaded once
+        from the run's own dataset settings (binarization, padding, scale); never downloads.
+        """
+        with self._lock:
+            if split not in self._examples:
+                self._examples[split] = self._load_examples(split)
+            return self._examples[split]
+
+    def _load_examples(self, split: str) -> tuple[Tensor, Tensor]:
+        from genlab.data.datasets import build_data
+        from genlab.errors import GenlabError
+
+        data_config = dataclasses.replace(self.config.data, download=False)
+        try:
+            bundle = build_data(data_config, seed=self.config.train.seed,
+                                splits=("train", "val", "test") if split == "train" else ("val", "test"))
+        except GenlabError as exc:
+            raise StudioError(409, f"the dataset of run {self.run.name} ({self.config.data.dataset}) is not "
+                                   f"available here, so it has no example images: {exc}") from None
+        loader = bundle.train if split == "train" else (bundle.test or bundle.val)
+        if bundle.info.kind != "image" or loader is None:
+            raise StudioError(400, f"run {self.run.name} has no {split} images")
+        # The first examples in stored order (not the shuffled epoch order), so an index means the same image
+        # every time; a training-time transform (dynamic binarization) is applied once with a fixed seed.
+        images, labels = (t[:MAX_EXAMPLES] for t in loader.tensors[:2])
+        if loader.transform is not None:
+            images, labels = loader.transform((images, labels), torch.Generator().manual_seed(0))
+        return images, labels
+
+    def example(self, split: str, index: int) -> Tensor:
+        """One example image (1, C, H, W); 400 when the index is past the examples the studio keeps."""
+        images, _ = self.examples(split)
+        if not 0 <= index < len(images):
+            raise StudioError(400, f"{split} image index {index} is out of range: the studio keeps "
+                                   f"{len(images)} {split} images of this run (0 to {len(images) - 1})")
+        return images[index:index + 1].to(self.device)
+
+
+class ModelCache:
+    """Least-recently-used loaded models, keyed by run directory and checkpoint (a new checkpoint reloads)."""
+
+    def __init__(self, capacity: int = 4, device: str | torch.device = "cpu"):
+        if capacity < 1:
+            raise ValueError(f"model cache capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.device = torch.device(device)
+        self._entries: OrderedDict[tuple, LoadedRun] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, run: RunRef) -> LoadedRun:
+        from genlab.errors import GenlabError
+        from genlab.train.checkpoint import latest_checkpoint, load_model
+
+        try:
+            checkpoint = latest_checkpoint(run.path)
+        except GenlabError as exc:
+            raise StudioError(409, f"run {run.name} cannot be loaded yet: {exc}") from None
+        key = (str(run.path), checkpoint.name)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        with self._load_lock:  # one load at a time; a second request for the same run waits and then hits
+            with self._lock:
+                if key in self._entries:
+                    return self._entries[key]
+            try:
+                model, config = load_model(checkpoint, self.device)
+            except GenlabError as exc:
+                raise StudioError(409, f"run {run.name} cannot be loaded: {exc}") from None
+            loaded = LoadedRun(run, checkpoint.name, model, config, self.device)
+            with self._lock:
+                for stale in [k for k in self._entries if k[0] == key[0]]:
+                    del self._entries[stale]  # an older checkpoint of the same run
+                self._entries[key] = loaded
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+            return loaded
+
+
+# ---------------------------------------------------------------------- pictures
+
+
+def png_bytes(images: Tensor, *, value_range: tuple[float, float] = (0.0, 1.0), ncol: int | None = None,
+              padding: int = 0) -> bytes:
+    """A PNG of ``images`` (n, C, H, W) tiled ``ncol`` per row (fast zlib level: these are interactive)."""
+    from PIL import Image
+
+    from genlab.viz.grid import make_grid
+
+    picture = Image.fromarray(make_grid(images, ncol=ncol, padding=padding, value_range=value_range))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _images(result: Any, what: str) -> Tensor:
+    if not isinstance(result, Tensor) or result.dim() != 4:
+        shape = tuple(result.shape) if isinstance(result, Tensor) else type(result).__name__
+        raise StudioError(500, f"{what} returned {shape}, not images of shape (n, C, H, W)")
+    return result.detach().float().cpu()
+
+
+# ---------------------------------------------------------------------- VAE latent space
+
+
+def latent_dim(loaded: LoadedRun) -> int:
+    return int(loaded.model.config.latent_dim)
+
+
+def _latent_batch(loaded: LoadedRun, coordinates: Tensor, dims: tuple[int, int], base: Tensor | None) -> Tensor:
+    """Latent vectors (n, latent_dim): ``base`` (or zeros, the prior mean) with dims[0], dims[1] set."""
+    size = latent_dim(loaded)
+    for dim in dims:
+        if not 0 <= dim < size:
+            raise StudioError(400, f"latent dimension {dim} does not exist: run {loaded.run.name} has "
+                                   f"latent_dim={size} (dimensions 0 to {size - 1})")
+    if size >= 2 and dims[0] == dims[1]:
+        raise StudioError(400, f"pick two different latent dimensions, got {dims[0]} twice")
+    z = torch.zeros(len(coordinates), size) if base is None else base.expand(len(coordinates), size).clone()
+    z[:, dims[0]] = coordinates[:, 0]
+    if size >= 2:
+        z[:, dims[1]] = coordinates[:, 1]
+    return z
+
+
+@torch.no_grad()
+def decode(loaded: LoadedRun, z: Tensor) -> Tensor:
+    parameter = next(loaded.model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    return _images(loaded.model.decode(z.to(device=loaded.device, dtype=dtype)), "decode(z)")
+
+
+def latent_grid(loaded: LoadedRun, *, size: int, bounds: tuple[float, float, float, float],
+                dims: tuple[int, int] = (0, 1)) -> bytes:
+    """PNG of decode(z) on a size×size grid of cell centres over [xmin, xmax] × [ymin, ymax].
+
+    Cell centres (not edges, as the seed's linspace) make the picture a linear map of the rectangle, so the
+    page converts a pointer position to (x, y) exactly. The top row is ymax (y grows upwards).
+    """
+    loaded.require("latent")
+    xmin, xmax, ymin, ymax = bounds
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    xs = xmin + centres * (xmax - xmin)
+    ys = ymax - centres * (ymax - ymin)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    coordinates = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+    images = decode(loaded, _latent_batch(loaded, coordinates, dims, None))
+    return png_bytes(images, ncol=size)
+
+
+def latent_point(loaded: LoadedRun, *, x: float, y: float, dims: tuple[int, int] = (0, 1)) -> bytes:
+    """PNG of decode(z) for one point (other dimensions 0, the prior mean)."""
+    loaded.require("latent")
+    images = decode(loaded, _latent_batch(loaded, torch.tensor([[x, y]], dtype=torch.float32), dims, None))
+    return png_bytes(images, ncol=1)
+
+
+@torch.no_grad()
+def encode_mean(loaded: LoadedRun, image: Tensor) -> Tensor:
+    """The posterior mean mu (latent_dim,) of one image (1, C, H, W)."""
+    mu, _ = loaded.model.encode(image)
+    return mu.detach().float().cpu()[0]
+
+
+def interpolate(loaded: LoadedRun, *, a: int, b: int, steps: int) -> dict[str, Any]:
+    """Decode ``steps`` points on the line between the posterior means of test images ``a`` and ``b``.
+
+    Returns the strip [x_a, decode(mu_a), ..., decode(mu_b), x_b] as a PNG data URL and both means.
+    """
+    loaded.require("latent")
+    image_a, image_b = loaded.example("test", a), loaded.example("test", b)
+    mu_a, mu_b = encode_mean(loaded, image_a), encode_mean(loaded, image_b)
+    weights = torch.linspace(0.0, 1.0, steps).unsqueeze(1)
+    path = (1.0 - weights) * mu_a + weights * mu_b
+    decoded = decode(loaded, path)
+    low, high = loaded.value_range
+    originals = [((image.float().cpu() - low) / (high - low)).clamp(0, 1) for image in (image_a, image_b)]
+    strip = torch.cat([originals[0], decoded, originals[1]])
+    return {"image": data_url(png_bytes(strip, ncol=len(strip), padding=1)), "mu_a": mu_a.tolist(),
+            "mu_b": mu_b.tolist(), "steps": steps}
+
+
+def example_image(loaded: LoadedRun, *, split: str, index: int) -> dict[str, Any]:
+    """One dataset image as a PNG data URL, its label and (for a VAE) its posterior mean."""
+    image = loaded.example(split, index)
+    _, labels = loaded.examples(split)
+    result: dict[str, Any] = {"index": index, "label": int(labels[index]),
+                              "image": data_url(png_bytes(image.float().cpu(), value_range=loaded.value_range))}
+    if hasattr(loaded.model, "encode"):
+        result["mu"] = encode_mean(loaded, image).tolist()
+    return result
+
+
+# ---------------------------------------------------------------------- samples and chains
+
+
+def sample_grid(loaded: LoadedRun, *, n: int, seed: int, steps: int | None) -> bytes:
+    """PNG grid of ``model.sample(n)`` (the base contract), with ``steps`` passed only when given."""
+    loaded.require("sample")
+    options = {} if steps is None else {"steps": steps}
+    images = _call(loaded, "sample", lambda: loaded.model.sample(n, generator=loaded.generator(seed), **options))
+    return png_bytes(_images(images, "sample(n)"), value_range=loaded.value_range)
+
+
+def chain(loaded: LoadedRun, *, n: int, steps: int, every: int, start: str, index: int, label: int | None,
+          seed: int) -> dict[str, Any]:
+    """Run ``sample_chain`` and return its frames as PNG grids.
+
+    No grad mode is set here: a Langevin sampler needs autograd for its input gradient and manages it itself.
+
+    ``start`` is "noise" (the model's own initialisation) or "test" (``n`` copies of test image ``index``, so
+    the chains' divergence from one start is visible). ``label`` is passed as ``label=`` (a DBN clamps it).
+    """
+    loaded.require("chain")
+    init = None
+    if start == "test":
+        init = loaded.example("test", index).expand(n, *loaded.example("test", index).shape[1:]).clone()
+    options = {} if label is None else {"label": label}
+    generator = loaded.generator(seed)
+    started = time.perf_counter()
+    frames = _call(loaded, "sample_chain", lambda: loaded.model.sample_chain(
+        n, steps=steps, init=init, generator=generator, every=every, **options))
+    elapsed = time.perf_counter() - started
+    if not isinstance(frames, Tensor) or frames.dim() != 5:
+        raise StudioError(500, f"{loaded.model_name}.sample_chain returned "
+                               f"{tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__}, "
+                               "not frames of shape (frames, n, C, H, W)")
+    frames = frames.detach().float().cpu()
+    ncol = min(n, 8)
+    pictures = [data_url(png_bytes(frame, value_range=loaded.value_range, ncol=ncol, padding=1))
+                for frame in frames]
+    return {"frames": pictures, "steps": [i * every for i in range(len(pictures))], "seconds": elapsed}
+
+
+def _call(loaded: LoadedRun, method: str, thunk):
+    """Run a model method; its own refusals (ConfigError, DataError) are the user's 400 errors."""
+    from genlab.errors import GenlabError
+
+    try:
+        return thunk()
+    except GenlabError as exc:
+        raise StudioError(400, f"{loaded.model_name}.{method}: {exc}") from None
+
+
+# ---------------------------------------------------------------------- text
+
+
+_END = object()
+
+
+class TextStream:
+    """Runs ``model.stream`` in its own thread and hands its characters to the HTTP response in chunks.
+
+    One thread owns the whole generation, so whatever grad mode the model's generator sets stays in that thread
+    (the response is iterated from a pool of worker threads). Chunks are whatever has been produced since the
+    last one, so a slow reader gets bigger chunks and a fast one gets characters as they come. :meth:`close`
+    (called when the client goes away) stops the generation at the next character.
+    """
+
+    def __init__(self, loaded: LoadedRun, pieces_factory):
+        self._queue: queue.Queue = queue.Queue(maxsize=4096)
+        self._stop = threading.Event()
+        self._loaded = loaded
+        self._thread = threading.Thread(target=self._produce, args=(pieces_factory,), daemon=True,
+                                        name=f"genlab-stream-{loaded.run.name}")
+        self._thread.start()
+        self._first = self._queue.get()
+        if isinstance(self._first, BaseException):
+            self._raise(self._first)
+
+    def _produce(self, pieces_factory) -> None:
+        try:
+            with torch.no_grad():
+                for piece in pieces_factory():
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(piece, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if self._stop.is_set():
+                        return
+        except BaseException as exc:  # handed to the reader, which turns it into an HTTP error or a log line
+            self._queue.put(exc)
+            return
+        self._queue.put(_END)
+
+    def _raise(self, exc: BaseException):
+        from genlab.errors import GenlabError
+
+        if isinstance(exc, GenlabError):
+            raise StudioError(400, f"{self._loaded.model_name}.stream: {exc}") from None
+        raise exc
+
+    def __iter__(self) -> Iterator[str]:
+        item = self._first
+        try:
+            while item is not _END:
+                if isinstance(item, BaseException):
+                    # Headers are sent already; the page sees the stream end early and the server logs why.
+                    raise item
+                chunk = [item]
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        item = None
+                        break
+                    if item is _END or isinstance(item, BaseException):
+                        break
+                    chunk.append(item)
+                yield "".join(chunk)
+                if item is None:
+                    item = self._queue.get()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def text_stream(loaded: LoadedRun, *, prompt: str | None, length: int, temperature: float, top_k: int | None,
+                seed: int) -> TextStream:
+    """Start ``model.stream``; a bad prompt or option is a 400 before any byte of the response is sent."""
+    loaded.require("text")
+    generator = loaded.generator(seed)
+
+    def pieces():
+        return loaded.model.stream(prompt=prompt or None, length=length, temperature=temperature, top_k=top_k,
+                                   generator=generator)
+
+    return TextStream(loaded, pieces)
+
+
+# ---------------------------------------------------------------------- Hopfield
+
+
+def hopfield_size(loaded: LoadedRun) -> int:
+    """Number of units N, from the run's data shape when it is an image model, else the weights."""
+    weights = [p for p in list(loaded.model.parameters()) + list(loaded.model.buffers()) if p.dim() == 2
+               and p.shape[0] == p.shape[1]]
+    if not weights:
+        raise StudioError(400, f"cannot tell the number of units of {loaded.model_name}: no square weight matrix")
+    return int(weights[0].shape[0])
+
+
+def hopfield_pattern(loaded: LoadedRun, *, split: str, index: int) -> list[int]:
+    """A dataset image as ±1 units (pixels above the middle of the value range are +1)."""
+    loaded.require("hopfield")
+    image = loaded.example(split, index).reshape(-1).float().cpu()
+    low, high = loaded.value_range
+    units = torch.where(image > (low + high) / 2, 1, -1)
+    size = hopfield_size(loaded)
+    if units.numel() != size:
+        raise StudioError(400, f"{split} images have {units.numel()} pixels but the network has {size} units")
+    return units.tolist()
+
+
+@torch.no_grad()
+def hopfield_recall(loaded: LoadedRun, *, state: list[int], steps: int, mode: str, seed: int) -> dict[str, Any]:
+    """``recall`` from one ±1 state: every intermediate state (as '+'/'-' strings) and its energy."""
+    loaded.require("hopfield")
+    size = hopfield_size(loaded)
+    if len(state) != size:
+        raise StudioError(400, f"the state has {len(state)} units but the network has {size}")
+    parameter = next(loaded.model.parameters(), None)
+    buffer = next(loaded.model.buffers(), None)
+    dtype = (parameter if parameter is not None else buffer).dtype if (parameter is not None or
+                                                                        buffer is not None) else torch.float32
+    start = torch.tensor(state, dtype=dtype, device=loaded.device).unsqueeze(0)
+    states, energies = _call(loaded, "recall", lambda: loaded.model.recall(
+        start, steps=steps, mode=mode, generator=loaded.generator(seed)))
+    states = states.detach().cpu()
+    energies = energies.detach().double().cpu()
+    frames = ["".join("+" if value > 0 else "-" for value in frame[0].tolist()) for frame in states]
+    return {"frames": frames, "energies": [float(e) for e in energies[:, 0]], "units": size}
+
+
+def hopfield_shape(loaded: LoadedRun) -> list[int]:
+    """How to draw N units: a square when N is a perfect square (28×28 for MNIST), else one row."""
+    import math
+
+    size = hopfield_size(loaded)
+    side = math.isqrt(size)
+    return [side, side] if side * side == size else [1, size]
+
+
+def corrupt(units: list[int], *, noise: float, seed: int) -> list[int]:
+    """Flip each ±1 unit independently with probability ``noise``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    flips = torch.rand(len(units), generator=generator) < noise
+    return [-u if flip else u for u, flip in zip(units, flips.tolist())]
+
+
+def signs_to_text(units: list[int]) -> str:
+    """±1 units as a compact '+'/'-' string (the wire format of the Hopfield panel)."""
+    return "".join("+" if u > 0 else "-" for u in units)
+
+
+# ---------------------------------------------------------------------- model facts for the page
+
+
+def num_labels(loaded: LoadedRun) -> int:
+    """How many labels a label-clamping chain accepts: the model config's label count, else the data's 10."""
+    for key in ("n_labels", "num_labels", "num_classes", "n_classes"):
+        value = getattr(loaded.model.config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 10
+
+
+def vocab_size(loaded: LoadedRun) -> int:
+    """The character vocabulary size of a text model (from its config's vocabulary string or size)."""
+    config = loaded.model.config
+    for key in ("vocab", "chars", "vocabulary"):
+        value = getattr(config, key, None)
+        if isinstance(value, str) and value:
+            return len(value)
+    for key in ("vocab_size", "n_vocab"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return LIMITS_TOP_K
+
+
+LIMITS_TOP_K = 1000

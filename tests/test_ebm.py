@@ -1,0 +1,395 @@
+"""The energy-based model: config errors, replay buffer, AUROC, loss and sign, health guard, sampling, engine, OOD."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from genlab.cli import main, preset_path
+from genlab.config import DataConfig, apply_overrides, build_run_config, load_yaml
+from genlab.errors import ConfigError, DataError, TrainingError
+from genlab.models.base import DataInfo
+from genlab.models.ebm import EBM, EBMConfig, auroc
+from genlab.sampling.replay import ReplayBuffer
+from genlab.train import checkpoint as ckpt
+from genlab.train.run import train
+
+TINY = {"channels": (4, 8), "kernel_sizes": (3, 3), "strides": (2, 2), "dense": (8,), "langevin_steps": 5,
+        "sample_steps": 6, "buffer_size": 64, "step_size": 1.0, "noise_std": 0.01}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_few_threads):
+    torch.set_num_threads(1)  # tiny convolutions: a second thread only adds synchronisation
+
+
+def tiny_model(shape=(1, 8, 8), **overrides) -> EBM:
+    config = EBM.adapt_config(EBMConfig(**{**TINY, **overrides}),
+                              DataInfo(kind="image", shape=shape, value_range=(-1.0, 1.0)))
+    torch.manual_seed(0)
+    return EBM(config)
+
+
+def seed_model() -> EBM:
+    config = EBM.adapt_config(EBMConfig(), DataInfo(kind="image", shape=(1, 32, 32), value_range=(-1.0, 1.0)))
+    torch.manual_seed(0)
+    return EBM(config)
+
+
+def tiny_run_config(dataset, out, *extra):
+    overrides = [f"data.dataset={dataset}", "data.scale=symmetric", "data.val_size=64", "data.batch_size=32",
+                 "model.channels=[4,8]", "model.kernel_sizes=[3,3]", "model.strides=[2,2]", "model.dense=[8]",
+                 "model.langevin_steps=5", "model.sample_steps=6", "model.buffer_size=100", "model.step_size=1.0",
+                 "model.noise_std=0.01", "optim.lr=1e-3", "train.epochs=1", "train.num_samples=8",
+                 "train.progress=false", "train.device=cpu", f"train.out_dir={out}", "train.log_every=1",
+                 "train.threads=1", *extra]
+    return build_run_config(apply_overrides({"model_name": "ebm"}, overrides))
+
+
+def bars(count: int, seed: int = 0) -> torch.Tensor:
+    """Vertical-bar images (count, 1, 8, 8) in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    images = -torch.ones(count, 1, 8, 8)
+    for i, column in enumerate(torch.randint(0, 4, (count,), generator=generator).tolist()):
+        images[i, :, :, 2 * column:2 * column + 2] = 1.0
+    return images
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.step_size=-1", "step_size"),
+    ("model.noise_std=-0.005", "noise_std"),
+    ("model.buffer_size=0", "buffer_size"),
+    ("model.fresh_fraction=1.5", "fresh_fraction"),
+    ("model.fresh_fraction=-0.1", "fresh_fraction"),
+    ("model.grad_clip=-0.03", "grad_clip"),
+    ("model.kernel_sizes=[5,3]", "kernel_sizes"),
+    ("model.activation=tanh", "activation"),
+    ("model.health=maybe", "health"),
+])
+def test_bad_config_values_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_run_config(apply_overrides({"model_name": "ebm"}, [override]))
+
+
+def test_the_ebm_refuses_text_data_and_mismatched_image_shapes():
+    with pytest.raises(ConfigError, match="image_shape"):
+        EBM.adapt_config(EBMConfig(image_shape=(1, 28, 28)),
+                         DataInfo(kind="image", shape=(1, 32, 32), value_range=(-1.0, 1.0)))
+    with pytest.raises(ConfigError, match="images"):
+        EBM.adapt_config(EBMConfig(), DataInfo(kind="text", shape=(64,)))
+
+
+def test_preset_is_the_seed_recipe_and_the_network_has_the_seeds_parameter_count():
+    config = build_run_config(load_yaml(preset_path("ebm-mnist")))
+    model = config.model
+    assert (model.step_size, model.noise_std, model.grad_clip, model.alpha, model.data_noise) == (10, 0.005, 0.03,
+                                                                                                 0.1, 0.005)
+    assert (model.langevin_steps, model.sample_steps, model.buffer_size, model.fresh_fraction) == (60, 1000, 8192,
+                                                                                                  0.05)
+    assert (config.data.pad_to, config.data.scale, config.data.batch_size) == (32, "symmetric", 128)
+    assert (config.optim.name, config.optim.lr) == ("adam", 1e-4)
+    # Keras summary of the seed: conv 416 + 4,640 + 18,496 + 36,928, dense 16,448 + 65.
+    assert sum(p.numel() for p in seed_model().parameters()) == 76_993
+
+
+# ---------------------------------------------------------------------------------------------- replay buffer
+
+
+def test_replay_buffer_draws_the_fresh_noise_fraction():
+    buffer = ReplayBuffer(1000, (1, 4, 4), fresh_fraction=0.05)
+    buffer.push(torch.zeros(1000, 1, 4, 4))
+    draws = buffer.draw(20_000, generator=torch.Generator().manual_seed(0))
+    fresh = (draws.flatten(1) != 0).any(1).float().mean().item()
+    assert abs(fresh - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 20_000)
+    assert float(draws.min()) >= -1.0 and float(draws.max()) <= 1.0
+    for fraction, expected in ((0.0, 0.0), (1.0, 1.0)):
+        edge = ReplayBuffer(10, (1, 4, 4), fresh_fraction=fraction)
+        edge.push(torch.zeros(10, 1, 4, 4))
+        assert (edge.draw(500).flatten(1) != 0).any(1).float().mean().item() == expected
+    empty = ReplayBuffer(10, (1, 4, 4), fresh_fraction=0.0)
+    assert (empty.draw(50).flatten(1) != 0).any(1).all(), "an empty buffer must start every chain from noise"
+
+
+def test_replay_buffer_is_a_fifo_of_the_newest_samples():
+    buffer = ReplayBuffer(5, (1,))
+    buffer.push(torch.tensor([[0.0], [1.0], [2.0]]))
+    buffer.push(torch.tensor([[3.0], [4.0], [5.0], [6.0]]))
+    assert len(buffer) == 5
+    assert buffer.newest(10).flatten().tolist() == [6.0, 5.0, 4.0, 3.0, 2.0]
+    buffer.push(torch.arange(10.0, 17.0).unsqueeze(1))  # more than the capacity: only the newest 5 stay
+    assert buffer.newest(5).flatten().tolist() == [16.0, 15.0, 14.0, 13.0, 12.0]
+
+
+def test_replay_buffer_round_trips_through_a_checkpoint_exactly(tmp_path):
+    original = ReplayBuffer(7, (2, 3), fresh_fraction=0.3)
+    source = torch.Generator().manual_seed(0)
+    for _ in range(3):  # wraps around the ring
+        original.push(torch.rand(3, 2, 3, generator=source) * 2 - 1)
+    torch.save(original.state_dict(), tmp_path / "buffer.pt")
+    restored = ReplayBuffer(7, (2, 3), fresh_fraction=0.3)
+    restored.load_state_dict(torch.load(tmp_path / "buffer.pt", weights_only=True))
+    for buffer in (original, restored):
+        buffer.push(torch.full((2, 2, 3), 0.5))
+    first = original.draw(50, generator=torch.Generator().manual_seed(1))
+    second = restored.draw(50, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, second)
+    assert torch.equal(original.newest(7), restored.newest(7))
+    with pytest.raises(Exception, match="does not fit"):
+        ReplayBuffer(8, (2, 3)).load_state_dict(original.state_dict())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"capacity": 0}, "size"),
+    ({"capacity": 4, "fresh_fraction": -0.1}, "fraction"),
+    ({"capacity": 4, "fresh_fraction": 1.01}, "fraction"),
+])
+def test_replay_buffer_rejects_bad_settings(arguments, message):
+    with pytest.raises(ConfigError, match=message):
+        ReplayBuffer(shape=(1, 2, 2), **arguments)
+
+
+# ---------------------------------------------------------------------------------------------- AUROC
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auroc_matches_scikit_learn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg = rng.integers(1, 300, size=2)
+    positive = rng.integers(0, 12, size=n_pos).astype(float) + (seed % 2) * rng.normal(size=n_pos)
+    negative = rng.integers(-3, 9, size=n_neg).astype(float)
+    labels = np.r_[np.ones(n_pos), np.zeros(n_neg)]
+    expected = roc_auc_score(labels, np.r_[positive, negative])
+    assert auroc(torch.tensor(positive), negative) == pytest.approx(expected, abs=1e-12)
+
+
+def test_auroc_extremes_and_errors():
+    assert auroc([2.0, 3.0], [0.0, 1.0]) == 1.0
+    assert auroc([0.0, 1.0], [2.0, 3.0]) == 0.0
+    assert auroc([1.0, 1.0], [1.0]) == 0.5
+    with pytest.raises(DataError):
+        auroc([], [1.0])
+    with pytest.raises(DataError):
+        auroc([float("nan")], [1.0])
+
+
+# ---------------------------------------------------------------------------------------------- energy and loss
+
+
+def test_fast_input_gradient_gives_the_same_energies_and_autograds_gradient():
+    model = seed_model()
+    x = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    fast_x, plain_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fast = model.net(fast_x, input_grad_only=True)
+    plain = model.net(plain_x)
+    assert torch.equal(fast, plain)
+    (fast_grad,) = torch.autograd.grad(fast.sum(), fast_x)
+    (plain_grad,) = torch.autograd.grad(plain.sum(), plain_x)
+    torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-4, atol=1e-7)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_loss_is_contrastive_divergence_plus_regulariser_and_training_lowers_data_energy():
+    model = tiny_model(alpha=0.1)
+    data = bars(64)
+    loss, logs = model.loss((data, None))
+    assert float(loss.detach()) == pytest.approx(logs["cdiv"] + logs["reg"], rel=1e-5, abs=1e-7)
+    assert logs["cdiv"] == pytest.approx(logs["energy_data"] - logs["energy_samples"], rel=1e-4, abs=1e-6)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(25):
+        loss, logs = model.loss((data, None))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    gap = model.validate([(data, None)])
+    # genlab's sign: low energy = likely, so data must end up below uniform noise.
+    assert gap["energy_gap"] > 0 and gap["energy_data"] < gap["energy_noise"]
+    assert len(model.buffer) == 64
+
+
+# ---------------------------------------------------------------------------------------------- health guard
+
+
+def blow_up(model: EBM) -> None:
+    with torch.no_grad():
+        model.net.out.weight.mul_(1e7)
+        model.net.out.bias.fill_(1e7)
+
+
+def test_divergence_rolls_back_to_the_last_good_state_with_a_smaller_step():
+    model = tiny_model(snapshot_every=1)
+    data = bars(32)
+    model.loss((data, None))  # healthy: remembered as good
+    good_weight = model.net.out.weight.detach().clone()
+    good_buffer = model.buffer.newest(64)
+    blow_up(model)
+    with pytest.warns(RuntimeWarning, match="energies exploded"):
+        loss, logs = model.loss((data, None))
+    assert torch.isfinite(loss)
+    assert logs["rollbacks"] == 1.0 and logs["step_size"] == 0.5
+    assert torch.equal(model.net.out.weight, good_weight)
+    assert torch.equal(model.buffer.newest(64)[32:], good_buffer[:32]), "the buffer was rolled back too"
+    state = model.extra_state()
+    assert state["rollbacks"] == 1 and float(model.state_dict()["current_step_size"]) == 0.5
+
+
+def test_divergence_stops_with_a_training_error_when_asked_or_out_of_retries():
+    stopper = tiny_model(health="stop")
+    stopper.loss((bars(16), None))
+    blow_up(stopper)
+    with pytest.raises(TrainingError, match="energies exploded.*model.health=stop"):
+        stopper.loss((bars(16), None))
+    patient = tiny_model(max_recoveries=1, snapshot_every=1)
+    patient.loss((bars(16), None))
+    blow_up(patient)
+    with pytest.warns(RuntimeWarning):
+        patient.loss((bars(16), None))
+    blow_up(patient)
+    with pytest.raises(TrainingError, match="after 1 roll-back"):
+        patient.loss((bars(16), None))
+    relaxed = tiny_model(health="off")
+    blow_up(relaxed)
+    relaxed.loss((bars(16), None))  # no guard, no error
+
+
+def test_collapsed_samples_and_exploding_parameter_gradients_are_detected(monkeypatch):
+    collapsing = tiny_model(health="stop", health_warmup=0, grad_clip=0.0)
+    monkeypatch.setattr(collapsing, "_sampling_energy", lambda x: -100.0 * x.flatten(1).sum(1))
+    with pytest.raises(TrainingError, match="collapsed to blank or saturated"):
+        collapsing.loss((bars(16), None))
+    exploding = tiny_model(health="stop")
+    for parameter in exploding.parameters():
+        parameter.grad = torch.full_like(parameter, 1e4)
+    with pytest.raises(TrainingError, match="parameter gradients exploded"):
+        exploding.loss((bars(16), None))
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+
+def test_sample_and_chain_shapes_ranges_and_options():
+    model = tiny_model()
+    images = model.sample(5, generator=torch.Generator().manual_seed(0), steps=3)
+    assert images.shape == (5, 1, 8, 8) and float(images.abs().max()) <= 1.0
+    again = model.sample(5, generator=torch.Generator().manual_seed(0), steps=3)
+    assert torch.equal(images, again)
+    start = bars(3)
+    chain = model.sample_chain(3, steps=7, init=start, every=2, generator=torch.Generator().manual_seed(0))
+    assert chain.shape == (7 // 2 + 1, 3, 1, 8, 8)
+    assert torch.equal(chain[0], start)
+    assert model.chain_picture(steps=7).shape == (64, 1, 8, 8)
+    with pytest.raises(ConfigError, match="unknown option"):
+        model.sample(2, temperature=0.5)
+    with pytest.raises(ConfigError):
+        model.sample(2, steps=3, step_size=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------- engine
+
+
+def test_training_through_the_engine_writes_pictures_and_monitors(tiny_images, tmp_path):
+    run_dir = train(tiny_run_config(tiny_images, tmp_path, "train.max_steps=2"))
+    names = {path.name.split("-step")[0] for path in (run_dir / "samples").glob("*-step*.png")}
+    assert names == {"samples", "buffer", "chain"}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert {"cdiv", "reg", "energy_data", "energy_samples", "step_size", "rollbacks"} <= set(train_rows[-1])
+    state = ckpt.load_train_state(ckpt.latest_checkpoint(run_dir) / ckpt.STATE_FILE)
+    assert state["model_extra"]["buffer"]["size"] == 64
+    model, _ = ckpt.load_model(run_dir)
+    assert model.sample(2, steps=2).shape == (2, 1, 8, 8)
+
+
+def test_stop_and_resume_equals_one_straight_run(tiny_images, tmp_path):
+    straight = train(tiny_run_config(tiny_images, tmp_path / "straight", "train.max_steps=6"))
+    partial = train(tiny_run_config(tiny_images, tmp_path / "resumed", "train.max_steps=3"))
+    train(tiny_run_config(tiny_images, tmp_path / "resumed", "train.max_steps=6"), resume_dir=partial)
+
+    def final(run_dir):
+        latest = ckpt.latest_checkpoint(run_dir)
+        weights, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
+        return weights, ckpt.load_train_state(latest / ckpt.STATE_FILE)["model_extra"]
+
+    (weights_a, extra_a), (weights_b, extra_b) = final(straight), final(partial)
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert torch.equal(extra_a["buffer"]["samples"], extra_b["buffer"]["samples"])
+    assert extra_a["buffer"]["head"] == extra_b["buffer"]["head"] and extra_a["train_steps"] == 6
+
+
+def test_a_forced_blow_up_mid_run_is_rolled_back_and_logged(tiny_images, tmp_path, monkeypatch):
+    original = EBM.loss
+    calls = {"n": 0}
+
+    def sabotaged(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            blow_up(self)
+        return original(self, batch)
+
+    monkeypatch.setattr(EBM, "loss", sabotaged)
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        run_dir = train(tiny_run_config(tiny_images, tmp_path, "train.max_steps=5", "model.snapshot_every=2"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in rows if r["split"] == "train"}
+    assert steps[3]["rollbacks"] == 0 and steps[4]["rollbacks"] == 1 and steps[5]["step_size"] == 0.5
+    assert all(abs(r["energy_data"]) < 100 for r in steps.values())
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_scores_likely_images_by_low_energy():
+    model = tiny_model()
+    test = [(bars(100), None)]  # mean pixel about -0.5; uniform noise has mean 0
+    model.energy = lambda x: -x.flatten(1).mean(1)  # bright = likely
+    bright = model.evaluate(iter(test), generator=torch.Generator().manual_seed(0))
+    model.energy = lambda x: x.flatten(1).mean(1)  # dark = likely
+    dark = model.evaluate(iter(test), generator=torch.Generator().manual_seed(0))
+    assert bright["auroc_noise"] < 0.05 and dark["auroc_noise"] > 0.95
+    assert dark["energy_gap"] == pytest.approx(dark["energy_noise"] - dark["energy_test"])
+    assert dark["n_test"] == 100.0
+    with pytest.raises(ConfigError, match="ood"):
+        model.evaluate(iter(test), oops=1)
+
+
+def test_ood_batches_match_the_data_layer_and_auroc_against_fashion_mnist(data_dir):
+    from genlab.data import datasets
+    from genlab.data.images import load_images
+
+    model = seed_model()
+    config = DataConfig(dataset="mnist", pad_to=32, scale="symmetric")
+    # The data layer's own test-image transform (pad, then scale) must equal the OOD loader's.
+    reference = datasets._output_scale(datasets._prepare_images(
+        load_images("mnist", "test", data_dir=data_dir).images, config), config)
+    assert torch.equal(torch.cat(list(model._ood_batches("mnist", str(data_dir)))), reference)
+    test = [(reference[i:i + 1000], None) for i in range(0, len(reference), 1000)]
+    # A cheap stand-in energy, the mean brightness: MNIST digits are darker on average than Fashion-MNIST items.
+    model.energy = lambda x: x.flatten(1).mean(1)
+    result = model.evaluate(iter(test), ood="fashion-mnist", data_dir=str(data_dir))
+    assert result["n_fashion_mnist"] == 10_000.0 and result["n_test"] == 10_000.0
+    mnist = torch.cat([x.flatten(1).mean(1).double() for x, _ in test])
+    fashion = torch.cat([x.flatten(1).mean(1).double() for x in model._ood_batches("fashion-mnist", str(data_dir))])
+    assert result["auroc_fashion_mnist"] == pytest.approx(roc_auc_score(
+        np.r_[np.ones(len(mnist)), np.zeros(len(fashion))], np.r_[-mnist.numpy(), -fashion.numpy()]), abs=1e-6)
+    assert result["auroc_fashion_mnist"] > 0.6
+    assert result["auroc_noise"] > 0.99  # padded digits are far darker than uniform noise
+
+
+def test_cli_eval_with_an_ood_option(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("GENLAB_DATA", str(data_dir))
+    rng = np.random.default_rng(0)
+    images = (rng.random((96, 28, 28)) < 0.2).astype(np.uint8) * 255
+    dataset = tmp_path / "blobs.npz"
+    np.savez(dataset, x_train=images[:64], x_test=images[64:])
+    run_dir = train(tiny_run_config(dataset, tmp_path / "runs", "train.max_steps=1", "data.val_size=16",
+                                    "data.pad_to=32", "model.kernel_sizes=[5,3]"))
+    assert main(["eval", str(run_dir), "--json", "--device", "cpu", "--option", "ood=fashion-mnist"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["auroc_fashion_mnist"] <= 1.0 and metrics["n_fashion_mnist"] == 10_000
+    assert main(["eval", str(run_dir), "--device", "cpu", "--option", "ood=imagenet"]) == 2
