@@ -46,6 +46,13 @@ FAMILIES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The studio's own setting (create_app(threads=1)), restored after conftest's per-test default."""
+    torch.set_num_threads(1)
+    yield
+
+
 class StudioRuns:
     """A runs directory filled on demand with one tiny run per family (shared by the API and browser tests)."""
 
@@ -120,6 +127,23 @@ def assert_error(response, status: int, *words: str) -> None:
     assert isinstance(detail, str) and detail
     for word in words:
         assert word in detail, detail
+
+
+# ---------------------------------------------------------------------- pictures
+
+
+@pytest.mark.parametrize("count, ncol, padding, channels", [(400, 20, 0, 1), (7, 3, 1, 1), (5, 2, 2, 3), (1, 1, 0, 1)])
+def test_fast_tiles_and_png_match_make_grid_and_pillow(count, ncol, padding, channels):
+    from genlab.studio.engine import encode_png, tile_images
+    from genlab.viz.grid import make_grid
+
+    images = torch.rand(count, channels, 9, 7, generator=torch.Generator().manual_seed(count))
+    tiles = tile_images(images, ncol=ncol, padding=padding)
+    reference = make_grid(images, ncol=ncol, padding=padding)
+    assert tiles.shape == reference.shape and np.abs(tiles.astype(int) - reference).max() <= 1
+    for level in (0, 1):
+        with Image.open(io.BytesIO(encode_png(tiles, level=level))) as decoded:
+            assert np.array_equal(np.asarray(decoded), tiles)
 
 
 # ---------------------------------------------------------------------- the page

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install -e '.[studio]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -29,6 +30,13 @@ P95_BOUND_MS = 250.0
 if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
     pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
                 allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The studio's own setting (create_app(threads=1)), restored after conftest's per-test default."""
+    torch.set_num_threads(1)
+    yield
 
 
 @pytest.fixture(scope="module")

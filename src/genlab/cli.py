@@ -102,6 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default="benchmarks/results", help="directory for JSON results")
     bench.add_argument("--report", default="BENCHMARKS.md")
 
+    _add_judge_parser(commands)
+
     serve = commands.add_parser("serve", help="open the studio: a local web page to explore runs and models")
     serve.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
                        help="directory holding run directories (default: runs)")
@@ -111,6 +113,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="cpu", help="where models run: cpu (default), auto, cuda, mps")
     serve.add_argument("--cache-size", dest="cache_size", type=_positive_int, default=4,
                        help="loaded models kept in memory (least recently used are dropped)")
+    serve.add_argument("--threads", type=_positive_int, default=1,
+                       help="torch threads per request (default 1: requests already run in parallel)")
     return parser
 
 
@@ -272,12 +276,64 @@ def _cmd_serve(args) -> int:
     device = str(resolve_device(args.device))
     print(f"genlab studio: http://{args.host}:{args.port}/  (runs: {runs_dir.resolve()}, device: {device}; "
           "Ctrl+C stops it)", flush=True)
-    serve(runs_dir, host=args.host, port=args.port, device=device, cache_size=args.cache_size)
+    serve(runs_dir, host=args.host, port=args.port, device=device, cache_size=args.cache_size,
+          threads=args.threads)
+    return 0
+
+
+def _add_judge_parser(commands) -> None:
+    judge = commands.add_parser("judge", help="genlab's judge classifiers: train them, score images with them")
+    actions = judge.add_subparsers(dest="judge_action", metavar="ACTION", parser_class=_Parser)
+    train = actions.add_parser("train", help="train (or retrain) the judge of a dataset and cache it")
+    score = actions.add_parser("score", help="judge metrics (confidence, class entropy, FD, KID) of images")
+    score.add_argument("source", help="a .npy/.npz file of images, or a run directory to sample from")
+    score.add_argument("--n", type=_positive_int, default=1000, help="samples to draw from a run")
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--value-range", dest="value_range", help="LOW,HIGH of the images' values, e.g. -1,1")
+    score.add_argument("--json", action="store_true", help="print one JSON object")
+    train.add_argument("--epochs", type=_positive_int, help="default: 4 for mnist, 7 for fashion-mnist")
+    train.add_argument("--seed", type=int, default=0)
+    for action in (train, score):
+        action.add_argument("--dataset", help="mnist or fashion-mnist (score: default the run's dataset)")
+        action.add_argument("--data-dir", help="where the datasets are (default: $GENLAB_DATA, cache, download)")
+        action.add_argument("--cache-dir", help="judge cache (default: $GENLAB_JUDGE_DIR or "
+                                                "~/.cache/genlab/judges)")
+        action.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
+
+
+def _cmd_judge(args) -> int:
+    from genlab.eval import judge as judge_lib
+    from genlab.train.run import resolve_device
+
+    if args.judge_action is None:
+        raise ConfigError("genlab judge: name an action: train or score")
+    device = resolve_device(args.device)
+    if args.judge_action == "train":
+        if not args.dataset:
+            raise ConfigError(f"genlab judge train: pass --dataset ({' or '.join(judge_lib.JUDGE_DATASETS)})")
+        judge = judge_lib.train_judge(args.dataset, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
+                                      cache_dir=args.cache_dir, device=device)
+        if not judge.info.meets_target:
+            print(f"warning: {judge.info.dataset} judge is below its {judge_lib.TARGET_ACCURACY_PCT[judge.info.dataset]}% "
+                  f"target; retrain with more --epochs")
+        return 0
+    quality = judge_lib.score_source(args.source, dataset=args.dataset, n=args.n, seed=args.seed,
+                                     value_range=args.value_range, data_dir=args.data_dir,
+                                     cache_dir=args.cache_dir, device=device)
+    result = {**quality.as_dict(), "images": quality.images, "class_counts": quality.class_counts,
+              "kid_subsets": quality.kid_subsets, "kid_subset_size": quality.kid_subset_size,
+              "reference": quality.reference, "judge": quality.judge}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<24} {value:.6g}" if isinstance(value, float) else f"{key:<24} {value}")
+        print("FD/KID use genlab's judge features: compare them only with other genlab-judge numbers.")
     return 0
 
 
 COMMANDS = {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-            "plot": _cmd_plot, "bench": _cmd_bench, "serve": _cmd_serve}
+            "plot": _cmd_plot, "bench": _cmd_bench, "serve": _cmd_serve, "judge": _cmd_judge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

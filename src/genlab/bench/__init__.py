@@ -3,6 +3,12 @@
 A benchmark is a function ``(ctx) -> list[dict]`` registered with :func:`benchmark`. Each record has at least
 ``model, dataset, metric, value, unit`` (the runner adds ``wall_s, device, commit``). A benchmark that raises
 is recorded as failed, with its error, and never replaced by an older number.
+
+Record conventions the report understands (:mod:`genlab.bench.report`): metric names carry their unit
+(``test_loglik_nats``, ``nll_nats``, ``test_error_pct``, ``val_loss_nats_per_char``, ``bits_per_char``); an
+optional ``stderr``; an optional ``reference={"value": ..., "source": ..., "higher_is_better": bool}``; cost
+figures as record fields or sibling records named ``train_wall_s``, ``samples_per_s``, ``peak_mem_mb``; sample
+metrics from :func:`genlab.bench.judge_bench.sample_quality_records`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ SUITES = ("quick", "full")
 # Benchmark modules, imported on demand; each registers its benchmarks.
 BENCH_MODULES = ("genlab.bench.rbm_bench", "genlab.bench.dbn_bench", "genlab.bench.hopfield_bench",
                  "genlab.bench.vae_bench", "genlab.bench.char_bench", "genlab.bench.ebm_bench",
-                 "genlab.bench.judge_bench")
+                 "genlab.bench.judge_bench", "genlab.bench.studio_bench")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,34 @@ def available() -> dict[str, Benchmark]:
             if exc.name != module:
                 raise
     return dict(sorted(_BENCHMARKS.items()))
+
+
+def benchmark_group(name: str) -> str:
+    """The group of a benchmark: its name up to the first '_' or '-' (``rbm`` for ``rbm_speed``)."""
+    return name.replace("-", "_").split("_", 1)[0]
+
+
+def select_benchmarks(known: dict[str, Benchmark], only: list[str] | None, suite: str) -> list[Benchmark]:
+    """All benchmarks of ``suite`` when ``only`` is empty. Otherwise each name in ``only`` is a benchmark name
+    (run whatever its suites) or a group name such as ``rbm`` (its benchmarks in ``suite``); ConfigError for
+    a name that is neither, listing what exists."""
+    if not only:
+        return [b for b in known.values() if suite in b.suites]
+    selected: dict[str, Benchmark] = {}
+    unknown = []
+    for name in only:
+        if name in known:
+            selected[name] = known[name]
+            continue
+        group = [b for b in known.values() if benchmark_group(b.name) == name and suite in b.suites]
+        if not group:
+            unknown.append(name)
+        selected.update((b.name, b) for b in group)
+    if unknown:
+        groups = sorted({benchmark_group(name) for name in known})
+        raise ConfigError(f"unknown benchmark(s) {', '.join(unknown)} for suite {suite}; available: "
+                          f"{', '.join(known) or 'none'}; groups: {', '.join(groups) or 'none'}")
+    return list(selected.values())
 
 
 def git_commit() -> str:
@@ -104,14 +138,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
-    known = available()
-    if only:
-        unknown = [name for name in only if name not in known]
-        if unknown:
-            raise ConfigError(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(known)}")
-        selected = [known[name] for name in only]
-    else:
-        selected = [b for b in known.values() if suite in b.suites]
+    selected = select_benchmarks(available(), only, suite)
     results_dir.mkdir(parents=True, exist_ok=True)
     resolved = str(resolve_device(device))
     commit = git_commit()

@@ -58,6 +58,7 @@ class DBNConfig:
     top_cd_k: int = 1  # ... and for the top RBM
     top_persistent: bool = False  # PCD for the top RBM (Tieleman 2008): fewer spurious modes, better samples
     n_chains: int = 100  # persistent fantasy particles of the top RBM
+    top_lr_scale: float = 1.0  # multiplies the top RBM's greedy loss (with SGD: its learning rate; PCD wants less)
     init_std: float = 0.01
     sample_steps: int = 1000  # alternating Gibbs steps in the top RBM before the down pass
     updown_epochs: int = 0  # up-down (contrastive wake-sleep) fine-tuning after pretraining; 0: none
@@ -85,6 +86,7 @@ class DBNConfig:
         _check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
         _check(self.updown_epochs >= 0, f"model.updown_epochs must be >= 0, got {self.updown_epochs}")
         _check(self.updown_lr_scale > 0.0, f"model.updown_lr_scale must be > 0, got {self.updown_lr_scale}")
+        _check(self.top_lr_scale > 0.0, f"model.top_lr_scale must be > 0, got {self.top_lr_scale}")
 
     @property
     def n_rbms(self) -> int:
@@ -184,7 +186,9 @@ class DBN(GenerativeModel):
             rbms.append(RBM(RBMConfig(
                 n_visible=layers[index] + (config.n_labels if top else 0), n_hidden=layers[index + 1],
                 cd_k=config.top_cd_k if top else config.cd_k, init_std=config.init_std,
-                sample_steps=config.sample_steps)))
+                sample_steps=config.sample_steps,
+                # An unlabelled top RBM trains by the RBM's own loss, PCD included; a labelled one by _top_cd_loss.
+                persistent=top and config.top_persistent and not config.n_labels, n_chains=config.n_chains)))
         self.rbms = nn.ModuleList(rbms)
         directed = range(config.n_rbms - 1) if config.updown_epochs else range(0)
         self.gen_weights = nn.ParameterList([nn.Parameter(torch.zeros(layers[l + 1], layers[l])) for l in directed])
@@ -323,10 +327,13 @@ class DBN(GenerativeModel):
         layer = self.phase
         with torch.no_grad():
             v = self.layer_input(x, layer)
-        if layer == self.config.n_rbms - 1 and self.config.n_labels:
+        top = layer == self.config.n_rbms - 1
+        if top and self.config.n_labels:
             loss, logs = self._top_cd_loss(v, self._one_hot(y, x.shape[0]), self.config.top_cd_k)
         else:
             loss, logs = self.rbms[layer].loss(v)
+        if top:
+            loss = self.config.top_lr_scale * loss
         return loss, {"layer": float(layer), **logs}
 
     def _top_cd_loss(self, pen: Tensor, labels: Tensor, k: int) -> tuple[Tensor, dict[str, float]]:
@@ -370,9 +377,13 @@ class DBN(GenerativeModel):
 
     def extra_state(self) -> dict[str, Any]:
         """The top RBM's PCD chains (on CPU), so a resumed run continues the same Markov chains."""
-        return {"top_chains": self.top_chains.detach().cpu().clone()} if self.top_chains.numel() else {}
+        state = dict(self.top.extra_state())  # an unlabelled top RBM keeps its own PCD chains
+        if self.top_chains.numel():
+            state["top_chains"] = self.top_chains.detach().cpu().clone()
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.top.load_extra_state(state)
         chains = state.get("top_chains")
         if chains is None:
             self.top_chains = self.top.W.new_zeros(0, self.top.config.n_visible)

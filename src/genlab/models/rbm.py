@@ -85,7 +85,7 @@ class RBMConfig:
               f"model.exact_max_hidden must be in [0, {_EXACT_LIMIT}], got {self.exact_max_hidden}")
 
 
-@register("rbm", config=RBMConfig, default_dataset="mnist",
+@register("rbm", config=RBMConfig, default_dataset="mnist", default_preset="rbm-quick",
           description="Bernoulli-Bernoulli RBM trained with CD-k / PCD; test log-likelihood by AIS")
 class RBM(GenerativeModel):
     """Bernoulli-Bernoulli RBM.
@@ -398,6 +398,36 @@ class RBM(GenerativeModel):
             if v0.shape[0] != n:
                 raise ConfigError(f"sample(n={n}) got init with {v0.shape[0]} rows")
         return self.gibbs_chain(v0, steps, generator).reshape(n, *self.image_shape)
+
+    @torch.no_grad()
+    def sample_chain(self, n: int, *, steps: int, init: Tensor | None = None,
+                     generator: torch.Generator | None = None, every: int = 1) -> Tensor:
+        """Frames of ``n`` Gibbs chains: (steps // every + 1, n, *image_shape), frame 0 the start state.
+
+        Each later frame is p(v | h) after that many sweeps; chains start from ``init`` or the base-rate model.
+        """
+        if steps < 0 or every < 1:
+            raise ConfigError(f"sample_chain needs steps >= 0 and every >= 1, got {steps}, {every}")
+        if init is None:
+            start = torch.sigmoid(self.base_rate_logits).to(self.W.dtype).expand(n, self.config.n_visible)
+            v0 = bernoulli(start, generator)
+        else:
+            v0 = self._visible(init)
+        frames = self.gibbs_chain(v0, steps, generator, return_every=every)
+        frames = torch.cat([v0.unsqueeze(0), frames]) if len(frames) else v0.unsqueeze(0)
+        return frames.reshape(frames.shape[0], v0.shape[0], *self.image_shape)
+
+    @torch.no_grad()
+    def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Tensor]:
+        """Samples from long Gibbs chains, the first 100 filters and, given a batch, originals above their
+        reconstructions (alternating rows of 8)."""
+        pictures = {"samples": self.sample(n, generator=generator), "filters": self.filters(100)}
+        if batch is not None:
+            originals = self._visible(batch)[:32].reshape(-1, *self.image_shape)
+            rebuilt = self.reconstruct(originals)
+            rows = [t for pair in zip(originals.split(8), rebuilt.split(8)) for t in pair]
+            pictures["reconstructions"] = torch.cat(rows)
+        return pictures
 
     def _exact_possible(self, limit: int) -> bool:
         return min(self.config.n_hidden, self.config.n_visible) <= limit

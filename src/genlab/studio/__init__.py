@@ -21,9 +21,9 @@ def create_app(runs_dir: str | Path, **options: Any):
 
 
 def serve(runs_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, device: str = "cpu",
-          cache_size: int = 4, log_level: str = "warning") -> None:
+          cache_size: int = 4, threads: int | None = 1, log_level: str = "warning") -> None:
     """Serve the studio with uvicorn until interrupted. Binds to 127.0.0.1 unless told otherwise."""
     import uvicorn
 
-    app = create_app(runs_dir, device=device, cache_size=cache_size)
+    app = create_app(runs_dir, device=device, cache_size=cache_size, threads=threads)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

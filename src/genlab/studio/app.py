@@ -95,8 +95,20 @@ class Studio:
         return out
 
 
-def create_app(runs_dir: str | Path, *, device: str = "cpu", cache_size: int = 4) -> FastAPI:
-    """The studio app for ``runs_dir``; models load onto ``device``, at most ``cache_size`` kept in memory."""
+def create_app(runs_dir: str | Path, *, device: str = "cpu", cache_size: int = 4,
+               threads: int | None = 1) -> FastAPI:
+    """The studio app for ``runs_dir``; models load onto ``device``, at most ``cache_size`` kept in memory.
+
+    ``threads`` sets torch's intra-op threads for the process (None leaves them alone). Requests already run in
+    parallel on the server's thread pool, and the studio's models are small, so one thread per request is the
+    fast choice: on a busy 2-core machine two intra-op threads per request made a Langevin chain 70x slower.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None), got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     studio = Studio(Path(runs_dir), device=device, cache_size=cache_size)
 
     @asynccontextmanager

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
+import math
 import queue
+import struct
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -158,17 +161,54 @@ class ModelCache:
 # ---------------------------------------------------------------------- pictures
 
 
+def tile_images(images: Tensor, *, ncol: int | None = None, padding: int = 0,
+                value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Tile (n, C, H, W) into one uint8 array (H', W') or (H', W', 3), the layout of ``viz.grid.make_grid``.
+
+    Vectorised (no per-tile Python loop): a 20×20 grid of 28×28 tiles takes well under a millisecond.
+    Missing tiles of the last row and the padding are mid-grey.
+    """
+    from genlab.viz.grid import to_image_batch
+
+    batch = to_image_batch(images, value_range)
+    n, channels, height, width = batch.shape
+    ncol = max(1, min(ncol or math.ceil(math.sqrt(n)), n))
+    nrow = math.ceil(n / ncol)
+    canvas = torch.full((nrow * ncol, channels, height + padding, width + padding), 0.5)
+    canvas[:n, :, :height, :width] = batch
+    canvas = canvas.reshape(nrow, ncol, channels, height + padding, width + padding)
+    canvas = canvas.permute(2, 0, 3, 1, 4).reshape(channels, nrow * (height + padding), ncol * (width + padding))
+    if padding:
+        canvas = torch.nn.functional.pad(canvas, (padding, 0, padding, 0), value=0.5)
+    array = (canvas.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return array[:, :, 0] if channels == 1 else array
+
+
+def encode_png(array: np.ndarray, *, level: int = 0) -> bytes:
+    """A PNG (8-bit grey or RGB) of a uint8 array, every row with filter type 0.
+
+    Pillow's adaptive row filters and zlib take ~20 ms for a 560×560 grid of noisy decodes; stored (level 0)
+    rows take ~1 ms and cost nothing over the loopback connection the studio is used through. Level 1 suits the
+    small frames that travel as data URLs.
+    """
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ValueError(f"encode_png needs uint8 (H, W) or (H, W, 3), got {array.dtype} {array.shape}")
+    height, width = array.shape[:2]
+    colour_type = 0 if array.ndim == 2 else 2
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), array.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+            + chunk(b"IEND", b""))
+
+
 def png_bytes(images: Tensor, *, value_range: tuple[float, float] = (0.0, 1.0), ncol: int | None = None,
-              padding: int = 0) -> bytes:
-    """A PNG of ``images`` (n, C, H, W) tiled ``ncol`` per row (fast zlib level: these are interactive)."""
-    from PIL import Image
-
-    from genlab.viz.grid import make_grid
-
-    picture = Image.fromarray(make_grid(images, ncol=ncol, padding=padding, value_range=value_range))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+              padding: int = 0, level: int = 0) -> bytes:
+    """A PNG of ``images`` (n, C, H, W) tiled ``ncol`` per row."""
+    return encode_png(tile_images(images, ncol=ncol, padding=padding, value_range=value_range), level=level)
 
 
 def data_url(png: bytes) -> str:
@@ -258,7 +298,7 @@ def interpolate(loaded: LoadedRun, *, a: int, b: int, steps: int) -> dict[str, A
     low, high = loaded.value_range
     originals = [((image.float().cpu() - low) / (high - low)).clamp(0, 1) for image in (image_a, image_b)]
     strip = torch.cat([originals[0], decoded, originals[1]])
-    return {"image": data_url(png_bytes(strip, ncol=len(strip), padding=1)), "mu_a": mu_a.tolist(),
+    return {"image": data_url(png_bytes(strip, ncol=len(strip), padding=1, level=1)), "mu_a": mu_a.tolist(),
             "mu_b": mu_b.tolist(), "steps": steps}
 
 
@@ -267,7 +307,7 @@ def example_image(loaded: LoadedRun, *, split: str, index: int) -> dict[str, Any
     image = loaded.example(split, index)
     _, labels = loaded.examples(split)
     result: dict[str, Any] = {"index": index, "label": int(labels[index]),
-                              "image": data_url(png_bytes(image.float().cpu(), value_range=loaded.value_range))}
+                              "image": data_url(png_bytes(image.float().cpu(), value_range=loaded.value_range, level=1))}
     if hasattr(loaded.model, "encode"):
         result["mu"] = encode_mean(loaded, image).tolist()
     return result
@@ -309,7 +349,7 @@ def chain(loaded: LoadedRun, *, n: int, steps: int, every: int, start: str, inde
                                "not frames of shape (frames, n, C, H, W)")
     frames = frames.detach().float().cpu()
     ncol = min(n, 8)
-    pictures = [data_url(png_bytes(frame, value_range=loaded.value_range, ncol=ncol, padding=1))
+    pictures = [data_url(png_bytes(frame, value_range=loaded.value_range, ncol=ncol, padding=1, level=1))
                 for frame in frames]
     return {"frames": pictures, "steps": [i * every for i in range(len(pictures))], "seconds": elapsed}
 
@@ -460,8 +500,6 @@ def hopfield_recall(loaded: LoadedRun, *, state: list[int], steps: int, mode: st
 
 def hopfield_shape(loaded: LoadedRun) -> list[int]:
     """How to draw N units: a square when N is a perfect square (28×28 for MNIST), else one row."""
-    import math
-
     size = hopfield_size(loaded)
     side = math.isqrt(size)
     return [side, side] if side * side == size else [1, size]

@@ -131,6 +131,9 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
     from genlab.config import build_run_config
 
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: pass a run directory (runs/<model>-<dataset>-<time>), "
+                              "one of its checkpoints/step-N directories, or a model.safetensors file")
     if path.is_dir():
         path = latest_checkpoint(path) / MODEL_FILE
     tensors, config_dict = read_model_file(path)
