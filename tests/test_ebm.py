@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -393,3 +394,32 @@ def test_cli_eval_with_an_ood_option(tmp_path, data_dir, monkeypatch, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert 0.0 <= metrics["auroc_fashion_mnist"] <= 1.0 and metrics["n_fashion_mnist"] == 10_000
     assert main(["eval", str(run_dir), "--device", "cpu", "--option", "ood=imagenet"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+
+
+def test_step_time_benchmark_runs_with_smoke_settings(data_dir):
+    from genlab.bench.ebm_bench import measure_step_time
+
+    result = measure_step_time(threads=1, data_dir=str(data_dir), steps=2, warmup=1,
+                               overrides=["data.batch_size=8", "data.limit=64", "model.langevin_steps=2"])
+    assert result["wall_s_per_step"] > 0 and result["cpu_s_per_step"] > 0
+    assert (result["batch_size"], result["langevin_steps"], result["steps"]) == (8, 2, 2)
+    assert torch.get_num_threads() == 1, "the benchmark must restore the caller's thread count"
+
+
+@pytest.mark.slow
+def test_sample_quality_benchmark_runs_with_smoke_settings(data_dir, tmp_path):
+    from genlab.bench.ebm_bench import train_and_judge
+    from genlab.eval.judge import train_judge
+
+    judge = train_judge("mnist", data_dir=data_dir, epochs=1, max_train=1000, save=False, log=lambda _: None)
+    result = train_and_judge(budget_s=2, work_dir=tmp_path, data_dir=str(data_dir), n_samples=20, sample_steps=3,
+                             judge=judge, overrides=["data.limit=300", "data.val_size=50", "data.batch_size=32",
+                                                     "model.langevin_steps=2", "model.sample_steps=3",
+                                                     "train.num_samples=4", "model.buffer_size=64"])
+    assert 0.0 <= result["auroc_fashion_mnist"] <= 1.0 and result["steps"] >= 1
+    assert sum(result["judge"]["samples_class_counts"]) == 20
+    run_dir = Path(result["run_dir"])
+    assert (run_dir / "chain.gif").is_file() and (run_dir / "chain-strip.png").is_file()

@@ -291,6 +291,8 @@ def _add_judge_parser(commands) -> None:
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--value-range", dest="value_range", help="LOW,HIGH of the images' values, e.g. -1,1")
     score.add_argument("--json", action="store_true", help="print one JSON object")
+    score.add_argument("--reference-size", dest="reference_size", type=_positive_int, default=10000,
+                       help="training images the samples are compared with (default 10000)")
     train.add_argument("--epochs", type=_positive_int, help="default: 4 for mnist, 7 for fashion-mnist")
     train.add_argument("--seed", type=int, default=0)
     for action in (train, score):
@@ -314,11 +316,12 @@ def _cmd_judge(args) -> int:
         judge = judge_lib.train_judge(args.dataset, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
                                       cache_dir=args.cache_dir, device=device)
         if not judge.info.meets_target:
-            print(f"warning: {judge.info.dataset} judge is below its {judge_lib.TARGET_ACCURACY_PCT[judge.info.dataset]}% "
-                  f"target; retrain with more --epochs")
+            target = judge_lib.TARGET_ACCURACY_PCT[judge.info.dataset]
+            print(f"warning: the {judge.info.dataset} judge is below its {target}% target; retrain with more --epochs")
         return 0
     quality = judge_lib.score_source(args.source, dataset=args.dataset, n=args.n, seed=args.seed,
-                                     value_range=args.value_range, data_dir=args.data_dir,
+                                     value_range=args.value_range, reference_size=args.reference_size,
+                                     data_dir=args.data_dir,
                                      cache_dir=args.cache_dir, device=device)
     result = {**quality.as_dict(), "images": quality.images, "class_counts": quality.class_counts,
               "kid_subsets": quality.kid_subsets, "kid_subset_size": quality.kid_subset_size,

@@ -107,7 +107,10 @@ def bench_step_time(ctx: BenchContext) -> list[dict]:
     records = []
     two = measure_step_time(threads=2, data_dir=ctx.data_dir)
     one = measure_step_time(threads=1, data_dir=ctx.data_dir)
+    fast = measure_step_time(threads=2, data_dir=ctx.data_dir, overrides=["model.fast_input_grad=true"])
     records += [
+        {**common, "metric": "train_step_time_cpu_2threads_fast_input_grad", "value": fast["wall_s_per_step"],
+         "unit": "s/step", "reference": SEED_KERAS_STEP},
         {**common, "metric": "train_step_time_cpu_2threads", "value": two["wall_s_per_step"], "unit": "s/step",
          "reference": SEED_KERAS_STEP},
         {**common, "metric": "speedup_vs_seed_keras_2threads", "value": SEED_KERAS_STEP["value"] /
@@ -205,40 +208,40 @@ def save_chain_pictures(model, out_dir: Path, *, steps: int, chains: int = 8, fr
     return [strip, gif]
 
 
-def to_judge_images(images: Tensor, value_range: tuple[float, float]) -> Tensor:
-    """(n, 1, 32, 32) in ``value_range`` -> (n, 1, 28, 28) in [0, 1]: undo the data layer's padding and scaling."""
-    low, high = value_range
-    unit = ((images - low) / (high - low)).clamp(0.0, 1.0)
-    height, width = unit.shape[-2:]
-    top, left = (height - 28) // 2, (width - 28) // 2
-    return unit[..., top:top + 28, left:left + 28]
+def judge_metrics(samples: Tensor, real: Tensor, *, value_range: tuple[float, float], data_dir: str | None = None,
+                  device: str = "cpu", judge: Any = None) -> dict[str, Any] | None:
+    """The project judge's sample metrics (:mod:`genlab.eval.judge`) for ``samples`` and, as the floor, for
+    ``real`` held-out test images, both against the judge's training-image reference features.
 
-
-def judge_metrics(samples: Tensor, real: Tensor) -> dict[str, float] | None:
-    """The project judge's sample metrics for ``samples`` and for ``real`` images (both (n, 1, 28, 28) in [0, 1]).
-
-    Uses ``genlab.eval.judge.sample_metrics(images, dataset="mnist", reference=real)`` when the judge provides it,
-    returning its dict (``recognised_pct`` at confidence > 0.9, ``class_entropy_nats``, ``frechet_distance``);
-    None when the judge is not installed or offers no such function.
+    Images are (n, 1, 32, 32) in ``value_range`` (the judge crops the padding). ``judge`` defaults to the cached
+    MNIST judge (trained now if none is cached). Returns ``{samples,real}_recognised_pct`` (max-class probability
+    > 0.9), ``_class_entropy_nats``, ``_frechet_distance``, ``_kid``, ``_kid_stderr`` and ``_class_counts``; None
+    when the judge module is not installed.
     """
     try:
-        from genlab.eval import judge
+        from genlab.eval import judge as judge_module
     except ImportError:
         return None
-    metrics_fn = getattr(judge, "sample_metrics", None)
-    if not callable(metrics_fn):
-        return None
-    ours = metrics_fn(samples, dataset="mnist", reference=real)
-    theirs = metrics_fn(real, dataset="mnist", reference=real)
-    result = {f"samples_{k}": float(v) for k, v in ours.items() if isinstance(v, (int, float))}
-    result.update({f"real_{k}": float(v) for k, v in theirs.items() if isinstance(v, (int, float))})
+    if judge is None:
+        judge = judge_module.load_judge("mnist", data_dir=data_dir, device=device)
+    reference = judge_module.reference_set(judge, data_dir=data_dir)
+    result: dict[str, Any] = {}
+    for name, images in (("samples", samples), ("real", real)):
+        quality = judge_module.sample_quality(judge, images, reference, value_range=value_range,
+                                              generator=torch.Generator().manual_seed(0))
+        result.update({f"{name}_recognised_pct": 100.0 * quality.confident_frac,
+                       f"{name}_class_entropy_nats": quality.class_entropy_nats,
+                       f"{name}_frechet_distance": quality.fd, f"{name}_kid": quality.kid,
+                       f"{name}_kid_stderr": quality.kid_stderr, f"{name}_class_counts": quality.class_counts})
+    result["reference"] = reference.name
     return result
 
 
 def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", data_dir: str | None = None,
                     n_samples: int = N_SAMPLES, sample_steps: int = SAMPLE_STEPS,
-                    overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train for ``budget_s``, sample, write pictures, score OOD and (if available) judge the samples."""
+                    overrides: list[str] | tuple[str, ...] = (), judge: Any = None) -> dict[str, Any]:
+    """Train for ``budget_s``, sample, write pictures, score OOD and (if available) judge the samples
+    (``judge``: a :class:`genlab.eval.judge.Judge`; default the cached MNIST judge)."""
     from genlab.viz.grid import save_grid
 
     model, config, data, facts = train_for_budget(budget_s, work_dir=work_dir, device=device, data_dir=data_dir,
@@ -254,7 +257,7 @@ def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", dat
     ood = model.evaluate(((x.to(test_device), y) for x, y in data.test), ood="fashion-mnist",
                          data_dir=config.data.data_dir)
     real = torch.cat([x for x, _ in data.test])[:n_samples]
-    judged = judge_metrics(to_judge_images(samples, value_range), to_judge_images(real, value_range))
+    judged = judge_metrics(samples, real, value_range=value_range, data_dir=config.data.data_dir, judge=judge)
     return {**facts, **ood, "judge": judged, "run_dir": str(run_dir), "n_samples": float(n_samples),
             "sample_steps": float(sample_steps)}
 
@@ -283,24 +286,26 @@ def bench_samples(ctx: BenchContext) -> list[dict]:
     return records
 
 
-def _judge_records(ctx: BenchContext, common: dict, judged: dict[str, float] | None) -> list[dict]:
-    """Records for the judge's numbers that are present; a note for what is missing."""
+def _judge_records(ctx: BenchContext, common: dict, judged: dict[str, Any] | None) -> list[dict]:
+    """Records for the judge's numbers (samples, and real test images as the floor); a note when skipped."""
     if judged is None:
-        ctx.notes.append("genlab.eval.judge.sample_metrics is not available: sample-quality metrics skipped.")
+        ctx.notes.append("genlab.eval.judge is not installed: sample-quality metrics skipped.")
         return []
-    wanted = [("samples_recognised_pct", "recognised_conf_0.9_pct", "%", RECOGNISED_TARGET),
-              ("samples_class_entropy_nats", "class_entropy", "nats", ENTROPY_TARGET),
-              ("samples_frechet_distance", "frechet_distance_judge", "FD (judge features)", None),
-              ("real_frechet_distance", "frechet_distance_judge_real_test", "FD (judge features)", None)]
-    records, missing = [], []
-    for key, metric, unit, reference in wanted:
-        if key not in judged:
-            missing.append(key)
-            continue
-        record = {**common, "metric": metric, "value": judged[key], "unit": unit}
-        if reference is not None:
-            record["reference"] = reference
-        records.append(record)
-    if missing:
-        ctx.notes.append(f"the judge returned no {', '.join(missing)} (it gave: {', '.join(sorted(judged))}).")
+    fd_unit = "FD (genlab judge features; not FID)"
+    records = [
+        {**common, "metric": "recognised_conf_0.9_pct", "value": judged["samples_recognised_pct"], "unit": "%",
+         "reference": RECOGNISED_TARGET},
+        {**common, "metric": "class_entropy", "value": judged["samples_class_entropy_nats"], "unit": "nats",
+         "reference": ENTROPY_TARGET},
+        {**common, "metric": "frechet_distance_judge", "value": judged["samples_frechet_distance"],
+         "unit": fd_unit},
+        {**common, "metric": "kid_judge", "value": judged["samples_kid"], "unit": "KID (genlab judge)",
+         "se": judged["samples_kid_stderr"]},
+        {**common, "metric": "frechet_distance_judge_real_test", "value": judged["real_frechet_distance"],
+         "unit": fd_unit},
+        {**common, "metric": "recognised_conf_0.9_pct_real_test", "value": judged["real_recognised_pct"],
+         "unit": "%"},
+    ]
+    ctx.notes.append(f"judge class histogram of the samples (digits 0-9): {judged['samples_class_counts']}; "
+                     f"FD/KID against {judged['reference']}, real test images give the floor.")
     return records

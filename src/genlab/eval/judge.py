@@ -146,6 +146,7 @@ class JudgeInfo:
     epochs: int
     seed: int
     train_examples: int
+    test_examples: int = 10000
     channels: tuple[int, int] = (16, 32)
     feature_dim: int = 128
     trained_with: dict = field(default_factory=dict)  # torch version, cpu, threads, device
@@ -315,13 +316,14 @@ def load_split(dataset: str, split: str, data_dir=None) -> tuple[Tensor, Tensor]
 
 def train_judge(dataset: str, *, data_dir: str | os.PathLike | None = None, epochs: int | None = None,
                 seed: int = 0, batch_size: int = 128, max_lr: float = 3e-3, max_train: int | None = None,
-                cache_dir: str | os.PathLike | None = None, save: bool = True,
+                max_test: int | None = None, cache_dir: str | os.PathLike | None = None, save: bool = True,
                 device: str | torch.device = "cpu", log: Log = print) -> Judge:
     """Train a judge on the training split of ``dataset`` (Adam with a one-cycle learning-rate schedule, fixed
     number of epochs, no model selection on the test set), measure its test accuracy and cache it.
 
-    ``max_train`` trains on the first ``max_train`` training images only, for quick checks; such a judge is
-    never written to the cache (it would be found instead of the real one).
+    ``max_train`` trains on the first ``max_train`` training images only and ``max_test`` measures accuracy on the
+    first ``max_test`` test images only, for quick checks; such a judge is never written to the cache (it would
+    be found instead of the real one).
     """
     dataset = _check_dataset(dataset)
     epochs = DEFAULT_EPOCHS[dataset] if epochs is None else int(epochs)
@@ -347,11 +349,13 @@ def train_judge(dataset: str, *, data_dir: str | os.PathLike | None = None, epoc
                                    "machine": platform.processor() or platform.machine()})
     judge = Judge(net, info, device)
     test_images, test_labels = load_split(dataset, "test", data_dir)
+    test_images, test_labels = test_images[:max_test], test_labels[:max_test]
+    info.test_examples = int(test_images.shape[0])
     info.test_accuracy_pct = round(judge.accuracy_pct(test_images, test_labels), 3)
     target = TARGET_ACCURACY_PCT[dataset]
-    log(f"[judge] {dataset}: test accuracy {info.test_accuracy_pct:.2f}% (target {target}%) after {epochs} "
-        f"epochs on {info.train_examples} images in {wall:.1f} s")
-    if save and max_train is None:
+    log(f"[judge] {dataset}: test accuracy {info.test_accuracy_pct:.2f}% on {info.test_examples} test images "
+        f"(target {target}%) after {epochs} epochs on {info.train_examples} images in {wall:.1f} s")
+    if save and max_train is None and max_test is None:
         path = save_judge(judge, judge_path(dataset, checksum, cache_dir))
         log(f"[judge] saved {path}")
     return judge
@@ -569,3 +573,83 @@ def sample_quality(judge: Judge, images, reference: ReferenceSet, *, value_range
                          kid=kid.value, kid_stderr=kid.stderr, kid_subsets=kid.subsets,
                          kid_subset_size=kid.subset_size, reference=reference.name,
                          judge=f"{judge.info.dataset}-{judge.info.checksum}")
+
+
+# ------------------------------------------------------------------------------- scoring files and runs
+
+_ARRAY_KEYS = ("samples", "images", "x", "x_test", "x_train")
+
+
+def parse_value_range(text) -> tuple[float, float] | None:
+    """"LOW,HIGH" (or a pair, or None) → (low, high); ConfigError otherwise."""
+    if text is None or isinstance(text, tuple):
+        return text
+    try:
+        low, high = (float(part) for part in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"value range must be LOW,HIGH (e.g. 0,1 or -1,1), got {text!r}") from None
+    if not high > low:
+        raise ConfigError(f"value range must have LOW < HIGH, got {text!r}")
+    return low, high
+
+
+def load_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Images from a .npy file, or from an .npz file's first array among samples/images/x/x_test/x_train (or its
+    only array). Never unpickles."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy/.npz file of numbers ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        key = next((k for k in _ARRAY_KEYS if k in names), names[0] if len(names) == 1 else None)
+        if key is None:
+            raise DataError(f"{path}: which array holds the images? name it one of {', '.join(_ARRAY_KEYS)} "
+                            f"(found {', '.join(names) or 'no arrays'})")
+        try:
+            return loaded[key]
+        except ValueError as exc:
+            raise DataError(f"{path}[{key}]: unreadable ({exc})") from None
+
+
+def sample_run(run_dir: str | os.PathLike, n: int, *, seed: int = 0,
+               device: str | torch.device = "cpu") -> tuple[Tensor, str, tuple[float, float]]:
+    """(n samples, the run's dataset, their value range) from the latest checkpoint of an image-model run."""
+    from genlab.train.checkpoint import load_model
+
+    model, config = load_model(Path(run_dir), device)
+    if getattr(model, "kind", "image") != "image":
+        raise ConfigError(f"{run_dir} is a {model.kind} model; the judge scores image models only")
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        images = model.sample(n, generator=generator)
+    value_range = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
+    return images.detach().float().cpu(), str(config.data.dataset), value_range
+
+
+def score_source(source: str | os.PathLike, *, dataset: str | None = None, n: int = 1000, seed: int = 0,
+                 value_range=None, reference_size: int = 10000, data_dir: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SampleQuality:
+    """Sample metrics of a .npy/.npz image file or of ``n`` samples of a run, against ``reference_size``
+    training images of ``dataset`` (for a run, its own dataset by default)."""
+    path = Path(source)
+    value_range = parse_value_range(value_range)
+    if path.is_dir():
+        images, run_dataset, run_range = sample_run(path, n, seed=seed, device=device)
+        dataset = dataset or run_dataset
+        value_range = value_range or run_range
+    elif path.suffix.lower() in (".npy", ".npz"):
+        if not dataset:
+            raise ConfigError(f"scoring {path}: pass --dataset ({' or '.join(JUDGE_DATASETS)}) to pick the judge")
+        images = load_image_file(path)
+    else:
+        raise DataError(f"{path}: give a run directory or a .npy/.npz file of images")
+    judge = load_judge(_check_dataset(dataset), data_dir=data_dir, cache_dir=cache_dir, device=device)
+    reference = reference_set(judge, limit=reference_size, data_dir=data_dir)
+    return sample_quality(judge, images, reference, value_range=value_range,
+                          generator=torch.Generator().manual_seed(seed))

@@ -9,13 +9,22 @@ the label units forming one softmax group (exactly one is on). The layers below 
 net: generation runs alternating Gibbs sampling in the top RBM (optionally with the label clamped) and then one
 ancestral down pass.
 
-Everything trains through the one Trainer (one optimizer over all parameters). The run moves through phases by
-epoch, switched in :meth:`DBN.on_epoch_start`: ``epochs_per_layer[l]`` epochs of CD on RBM ``l`` (its loss is
-the RBM's CD free-energy surrogate, the layers below frozen), then ``updown_epochs`` of up-down fine-tuning
-(contrastive wake-sleep, Hinton et al. 2006 appendix B) with untied recognition and generative weights. Only
-the current phase's parameters receive gradients, so SGD/Adam leave the others alone, and checkpoints and
-resume need nothing special: the phase is a function of the epoch. Set ``train.epochs`` to
-:attr:`DBNConfig.total_epochs`; extra epochs continue the last phase.
+Everything trains through the one Trainer (one optimizer over all parameters). The run moves through stages by
+epoch, switched in :meth:`DBN.on_epoch_start`:
+
+1. ``greedy``: ``epochs_per_layer[l]`` epochs of CD on RBM ``l`` (the RBM's CD free-energy surrogate; the
+   layers below frozen);
+2. ``pcd``: ``pcd_epochs`` of persistent CD on the top RBM (Tieleman 2008, "Training restricted Boltzmann
+   machines using approximations to the likelihood gradient"). CD-1 never lets the model's own chains wander,
+   so it leaves spurious high-probability regions that long Gibbs chains fall into (label-clamped samples
+   then all look alike); PCD's persistent chains find and remove them. Its loss is scaled by ``pcd_lr_scale``
+   because persistent chains need a smaller learning rate than CD;
+3. ``updown``: ``updown_epochs`` of up-down fine-tuning (contrastive wake-sleep, Hinton et al. 2006
+   appendix B) with untied recognition and generative weights.
+
+Only the current stage's parameters receive gradients, so SGD/Adam leave the others alone, and checkpoints and
+resume need nothing special: the stage is a function of the epoch (PCD chains are saved by ``extra_state``).
+Set ``train.epochs`` to :attr:`DBNConfig.total_epochs`; extra epochs continue the last stage.
 
 :class:`DBNClassifier` (``dbn-classifier``) turns the pretrained stack into a feed-forward classifier
 ``n_0 - n_1 - ... - n_L - classes`` fine-tuned by backpropagation (Hinton & Salakhutdinov 2006, "Reducing the
@@ -56,9 +65,9 @@ class DBNConfig:
     epochs_per_layer: tuple[int, ...] = (10,)  # greedy CD epochs per RBM: one value for all, or one per RBM
     cd_k: int = 1  # Gibbs steps of CD for the lower RBMs
     top_cd_k: int = 1  # ... and for the top RBM
-    top_persistent: bool = False  # PCD for the top RBM (Tieleman 2008): fewer spurious modes, better samples
+    pcd_epochs: int = 0  # persistent-CD epochs on the top RBM after greedy pretraining (better samples)
+    pcd_lr_scale: float = 0.1  # multiplies the PCD loss (with SGD: the PCD learning rate)
     n_chains: int = 100  # persistent fantasy particles of the top RBM
-    top_lr_scale: float = 1.0  # multiplies the top RBM's greedy loss (with SGD: its learning rate; PCD wants less)
     init_std: float = 0.01
     sample_steps: int = 1000  # alternating Gibbs steps in the top RBM before the down pass
     updown_epochs: int = 0  # up-down (contrastive wake-sleep) fine-tuning after pretraining; 0: none
@@ -86,7 +95,8 @@ class DBNConfig:
         _check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
         _check(self.updown_epochs >= 0, f"model.updown_epochs must be >= 0, got {self.updown_epochs}")
         _check(self.updown_lr_scale > 0.0, f"model.updown_lr_scale must be > 0, got {self.updown_lr_scale}")
-        _check(self.top_lr_scale > 0.0, f"model.top_lr_scale must be > 0, got {self.top_lr_scale}")
+        _check(self.pcd_epochs >= 0, f"model.pcd_epochs must be >= 0, got {self.pcd_epochs}")
+        _check(self.pcd_lr_scale > 0.0, f"model.pcd_lr_scale must be > 0, got {self.pcd_lr_scale}")
 
     @property
     def n_rbms(self) -> int:
@@ -109,8 +119,23 @@ class DBNConfig:
 
     @property
     def total_epochs(self) -> int:
-        """Epochs of the whole schedule: greedy pretraining, then up-down fine-tuning."""
-        return self.pretrain_epochs + self.updown_epochs
+        """Epochs of the whole schedule: greedy pretraining, PCD on the top RBM, up-down fine-tuning."""
+        return self.pretrain_epochs + self.pcd_epochs + self.updown_epochs
+
+    def stage_of_epoch(self, epoch: int) -> tuple[str, int]:
+        """(stage, RBM index) that trains in ``epoch`` (0-based): ("greedy", l), ("pcd", top), ("updown", top).
+
+        Epochs past :attr:`total_epochs` continue the last stage.
+        """
+        top = self.n_rbms - 1
+        end = 0
+        for layer, epochs in enumerate(self.layer_epochs):
+            end += epochs
+            if epoch < end:
+                return "greedy", layer
+        if epoch < end + self.pcd_epochs or (self.pcd_epochs and not self.updown_epochs):
+            return "pcd", top
+        return ("updown", top) if self.updown_epochs else ("greedy", top)
 
 
 def _check_data(layers: Sequence[int], n_labels: int, info: DataInfo, what: str) -> None:
@@ -186,9 +211,7 @@ class DBN(GenerativeModel):
             rbms.append(RBM(RBMConfig(
                 n_visible=layers[index] + (config.n_labels if top else 0), n_hidden=layers[index + 1],
                 cd_k=config.top_cd_k if top else config.cd_k, init_std=config.init_std,
-                sample_steps=config.sample_steps,
-                # An unlabelled top RBM trains by the RBM's own loss, PCD included; a labelled one by _top_cd_loss.
-                persistent=top and config.top_persistent and not config.n_labels, n_chains=config.n_chains)))
+                sample_steps=config.sample_steps)))
         self.rbms = nn.ModuleList(rbms)
         directed = range(config.n_rbms - 1) if config.updown_epochs else range(0)
         self.gen_weights = nn.ParameterList([nn.Parameter(torch.zeros(layers[l + 1], layers[l])) for l in directed])
@@ -196,9 +219,9 @@ class DBN(GenerativeModel):
         self.register_buffer("untied", torch.zeros((), dtype=torch.bool))
         # PCD fantasy particles [pen, labels] of the top RBM: training state, saved by extra_state.
         self.register_buffer("top_chains", torch.zeros(0, self.top.config.n_visible), persistent=False)
-        self.phase = 0  # 0 .. n_rbms-1: greedy training of that RBM; n_rbms: up-down
+        self.stage, self.layer = config.stage_of_epoch(0)  # what trains now; set by on_epoch_start
 
-    # ------------------------------------------------------------------ configuration and phases
+    # ------------------------------------------------------------------ configuration and stages
 
     @classmethod
     def adapt_config(cls, config: DBNConfig, info: DataInfo) -> DBNConfig:
@@ -217,18 +240,9 @@ class DBN(GenerativeModel):
         side = math.isqrt(size)
         return (1, side, side) if side * side == size else (size,)
 
-    def phase_of_epoch(self, epoch: int) -> int:
-        """The phase that trains in ``epoch`` (0-based): RBM index while pretraining, ``n_rbms`` for up-down."""
-        end = 0
-        for layer, epochs in enumerate(self.config.layer_epochs):
-            end += epochs
-            if epoch < end:
-                return layer
-        return self.config.n_rbms if self.config.updown_epochs else self.config.n_rbms - 1
-
     def on_epoch_start(self, epoch: int) -> None:
-        self.phase = self.phase_of_epoch(epoch)
-        if self.phase == self.config.n_rbms and not bool(self.untied):
+        self.stage, self.layer = self.config.stage_of_epoch(epoch)
+        if self.stage == "updown" and not bool(self.untied):
             self.untie()
 
     @torch.no_grad()
@@ -320,29 +334,31 @@ class DBN(GenerativeModel):
     # ------------------------------------------------------------------ training
 
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
-        """The current phase's surrogate: CD on RBM ``phase`` (greedy) or the up-down loss."""
+        """The current stage's surrogate: CD on RBM ``layer`` (greedy), PCD on the top RBM, or up-down."""
         x, y = self._inputs(batch)
-        if self.phase >= self.config.n_rbms:
+        if self.stage == "updown":
             return self._updown_loss(x, y)
-        layer = self.phase
+        layer = self.layer
         with torch.no_grad():
             v = self.layer_input(x, layer)
-        top = layer == self.config.n_rbms - 1
-        if top and self.config.n_labels:
+        if self.stage == "pcd":
+            loss, logs = self._top_cd_loss(v, self._one_hot(y, x.shape[0]), self.config.top_cd_k, persistent=True)
+            loss = self.config.pcd_lr_scale * loss
+        elif layer == self.config.n_rbms - 1 and self.config.n_labels:
             loss, logs = self._top_cd_loss(v, self._one_hot(y, x.shape[0]), self.config.top_cd_k)
         else:
-            loss, logs = self.rbms[layer].loss(v)
-        if top:
-            loss = self.config.top_lr_scale * loss
+            loss, logs = self.rbms[layer].loss(v)  # the RBM's own CD-k
         return loss, {"layer": float(layer), **logs}
 
-    def _top_cd_loss(self, pen: Tensor, labels: Tensor, k: int) -> tuple[Tensor, dict[str, float]]:
-        """CD-k for the top RBM with softmax label units: ``mean F(data) - mean F(model.detach())``.
+    def _top_cd_loss(self, pen: Tensor, labels: Tensor, k: int,
+                     persistent: bool = False) -> tuple[Tensor, dict[str, float]]:
+        """CD-k (or PCD-k) for the top RBM with softmax label units: ``mean F(data) - mean F(model.detach())``.
 
         The free energy is the RBM's (the label units are ordinary visible units whose states are one-hot),
-        only the negative phase samples the labels as one softmax group. Logs ``recon_ce_nats`` (of the
-        penultimate part after one sampled up-down step), ``label_recon_acc`` (the reconstructed label equals
-        the data's), ``cd_gap`` and ``hidden_mean``.
+        only the negative phase samples the labels as one softmax group. CD starts the negative chain at the
+        data; PCD continues the persistent chains ``top_chains``. ``labels`` may be (B, 0) (no label units).
+        Logs ``recon_ce_nats`` (of the penultimate part after one sampled up-down step), ``label_recon_acc``
+        (the reconstructed label equals the data's; with label units), ``cd_gap`` and ``hidden_mean``.
         """
         top = self.top
         v_data = torch.cat([pen, labels], 1)
@@ -352,19 +368,21 @@ class DBN(GenerativeModel):
             h = bernoulli(hidden_probs, None)
             pre = torch.addmm(top.b, h, top.W)
             recon_ce = F.binary_cross_entropy_with_logits(pre[:, : self.config.pen_size], pen, reduction="sum")
-            label_acc = (pre[:, self.config.pen_size:].argmax(1) == labels.argmax(1)).float().mean()
-            if self.config.top_persistent:
+            if persistent:
                 h = top.sample_hidden(self._persistent_chains(v_data), None)
             for step in range(k):
                 _, pen_model, labels_model = self._top_visible(h, None, None)
                 v_model = torch.cat([pen_model, labels_model], 1)
                 if step < k - 1:
                     h = top.sample_hidden(v_model, None)
-            if self.config.top_persistent:
+            if persistent:
                 self.top_chains = v_model
         cd_gap = f_data.mean() - top.free_energy(v_model).mean()
-        return cd_gap, {"recon_ce_nats": float(recon_ce) / pen.shape[0], "label_recon_acc": float(label_acc),
-                        "cd_gap": float(cd_gap.detach()), "hidden_mean": float(hidden_probs.mean())}
+        logs = {"recon_ce_nats": float(recon_ce) / pen.shape[0], "cd_gap": float(cd_gap.detach()),
+                "hidden_mean": float(hidden_probs.mean())}
+        if self.config.n_labels:
+            logs["label_recon_acc"] = float((pre[:, self.config.pen_size:].argmax(1) == labels.argmax(1)).float().mean())
+        return cd_gap, logs
 
     def _persistent_chains(self, v_data: Tensor) -> Tensor:
         """The top RBM's PCD particles (n_chains, pen + labels), started from data rows when absent."""
@@ -377,13 +395,9 @@ class DBN(GenerativeModel):
 
     def extra_state(self) -> dict[str, Any]:
         """The top RBM's PCD chains (on CPU), so a resumed run continues the same Markov chains."""
-        state = dict(self.top.extra_state())  # an unlabelled top RBM keeps its own PCD chains
-        if self.top_chains.numel():
-            state["top_chains"] = self.top_chains.detach().cpu().clone()
-        return state
+        return {"top_chains": self.top_chains.detach().cpu().clone()} if self.top_chains.numel() else {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.top.load_extra_state(state)
         chains = state.get("top_chains")
         if chains is None:
             self.top_chains = self.top.W.new_zeros(0, self.top.config.n_visible)
@@ -488,8 +502,8 @@ class DBN(GenerativeModel):
     def validate(self, batches: Iterable[Any]) -> dict[str, float]:
         """Per example: ``recon_ce_nats`` of the RBM being trained (``layer``) on its input and, once the top
         RBM trains and the data are labelled, ``error_pct`` of free-energy classification."""
-        layer = min(self.phase, self.config.n_rbms - 1)
-        labelled = self.config.n_labels > 0 and self.phase >= self.config.n_rbms - 1
+        layer = self.layer
+        labelled = self.config.n_labels > 0 and layer == self.config.n_rbms - 1
         generator = torch.Generator(device=self.top.W.device).manual_seed(0)
         recon = errors = 0.0
         count = 0
@@ -620,12 +634,12 @@ class DBN(GenerativeModel):
         """First-layer filters, reconstructions of ``batch`` through the layers trained so far, and (once the top
         RBM trains) samples with labels 0, 1, 2, ... clamped in turn."""
         pictures: dict[str, Any] = {"filters": self.rbms[0].filters(100)}
-        depth = min(self.phase + 1, self.config.n_rbms - 1)
+        depth = min(self.layer + 1, self.config.n_rbms - 1)
         if batch is not None and depth > 0:
             x, _ = self._inputs(batch)
             pictures["reconstructions"] = torch.cat([x[:n].reshape(-1, *self.image_shape),
                                                      self.reconstruct(x[:n], depth)])
-        if self.phase >= self.config.n_rbms - 1:
+        if self.layer == self.config.n_rbms - 1:
             labels = torch.arange(n) % self.config.n_labels if self.config.n_labels else None
             pictures["samples"] = self.sample(n, generator=generator, label=labels)
         return pictures
@@ -682,7 +696,7 @@ class DBNClassifier(GenerativeModel):
     """``dbn`` (the generative :class:`DBN`, kept for sampling) and a feed-forward copy of its recognition
     path: ``hidden[l]`` = Linear(n_l, n_{l+1}) with sigmoid units, then ``head`` = Linear(n_L, n_classes).
 
-    Phases by epoch: the first ``config.pretrain_epochs`` train the DBN (its own phases); then the feed-forward
+    Phases by epoch: the first ``config.pretrain_epochs`` train the DBN (its own stages); then the feed-forward
     net is initialised from it (the top RBM's label weights give the head, as p(label | top) of the top RBM)
     and trained by cross-entropy. Without pretraining or ``init_from`` the net keeps its random init.
     """

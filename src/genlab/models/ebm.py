@@ -70,9 +70,10 @@ class EBMConfig:
     grad_clip: float = 0.03  # element-wise; 0: off
     langevin_steps: int = 60  # per training batch
     sample_steps: int = 1000  # for sample() / snapshots, from uniform noise
-    # Langevin's input gradient through the first conv layer by matmul + fold (same energies, gradient equal up to
-    # float32 rounding, much faster on CPU); false: plain autograd.
-    fast_input_grad: bool = True
+    # Langevin's input gradient through the first conv layer by matmul + fold: same energies, gradient equal only
+    # up to float32 rounding, much faster on CPU. Off by default because results are then not bit-identical to
+    # plain autograd; turn on for speed.
+    fast_input_grad: bool = False
     # Replay buffer of negatives.
     buffer_size: int = 8192
     fresh_fraction: float = 0.05  # chains restarted from uniform noise per batch
@@ -435,7 +436,8 @@ class EBM(GenerativeModel):
         if cfg.health == "off":
             return None
         if not math.isfinite(health.max_abs_energy) or health.max_abs_energy > cfg.max_energy:
-            problem = f"energies exploded (max |E| = {health.max_abs_energy:.4g} > model.max_energy = {cfg.max_energy:g})"
+            problem = (f"energies exploded (max |E| = {health.max_abs_energy:.4g} > "
+                       f"model.max_energy = {cfg.max_energy:g})")
         elif not math.isfinite(health.langevin_grad_norm) or health.langevin_grad_norm > cfg.max_grad_norm:
             problem = (f"Langevin input gradients exploded (mean norm {health.langevin_grad_norm:.4g} > "
                        f"model.max_grad_norm = {cfg.max_grad_norm:g})")

@@ -11,9 +11,9 @@ Energy-Based Models"; Foster, "Generative Deep Learning", 2nd ed., ch. 7)::
 Energy convention: ``energy(x)`` is LOW where x is likely, so the chain moves along ``-∇E``.
 
 With ``noise_std = sqrt(2 · step_size)``, no clipping and no bounds this is the unadjusted Langevin algorithm
-(Roberts & Tweedie 1996): the *noised* iterates follow ``y ← y - ε∇E(y) + sqrt(2ε) ξ``, whose stationary law tends
-to ``p(x) ∝ exp(-E(x))`` as ε → 0. Image EBMs instead use a large step and a tiny noise (step 10, noise 0.005), which
-is better read as noisy, clipped gradient descent on E than as an exact sampler.
+(Roberts & Tweedie 1996): the *noised* iterates follow ``y ← y - ε∇E(y) + sqrt(2ε) ξ``, whose stationary law
+tends to ``p(x) ∝ exp(-E(x))`` as ε → 0. Image EBMs instead use a large step and a tiny noise (step 10, noise
+0.005), which is better read as noisy, clipped gradient descent on E than as an exact sampler.
 """
 
 from __future__ import annotations

@@ -368,6 +368,8 @@ def _call(loaded: LoadedRun, method: str, thunk):
 
 
 _END = object()
+# A stream whose reader has not taken a character for this long is abandoned (the client went away).
+STALLED_READER_S = 30.0
 
 
 class TextStream:
@@ -394,12 +396,15 @@ class TextStream:
         try:
             with torch.no_grad():
                 for piece in pieces_factory():
+                    waited = 0.0
                     while not self._stop.is_set():
                         try:
                             self._queue.put(piece, timeout=0.1)
                             break
                         except queue.Full:
-                            continue
+                            waited += 0.1
+                            if waited > STALLED_READER_S:  # nobody reads any more: stop generating
+                                self._stop.set()
                     if self._stop.is_set():
                         return
         except BaseException as exc:  # handed to the reader, which turns it into an HTTP error or a log line
@@ -530,17 +535,6 @@ def num_labels(loaded: LoadedRun) -> int:
 
 
 def vocab_size(loaded: LoadedRun) -> int:
-    """The character vocabulary size of a text model (from its config's vocabulary string or size)."""
-    config = loaded.model.config
-    for key in ("vocab", "chars", "vocabulary"):
-        value = getattr(config, key, None)
-        if isinstance(value, str) and value:
-            return len(value)
-    for key in ("vocab_size", "n_vocab"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return LIMITS_TOP_K
-
-
-LIMITS_TOP_K = 1000
+    """The character vocabulary size of a text model (its config's ``vocab`` string), or 0 when unknown."""
+    vocab = getattr(loaded.model.config, "vocab", None)
+    return len(vocab) if isinstance(vocab, str) else 0
