@@ -96,9 +96,9 @@ def test_loss_at_init_is_log_vocab_and_bits_are_nats_over_ln2():
     x = torch.randint(len(VOCAB), (8, 32), generator=generator)
     y = torch.randint(len(VOCAB), (8, 32), generator=generator)
     loss, logs = model.loss((x, y))
-    assert abs(float(loss) - math.log(len(VOCAB))) < 0.03
-    assert logs["nats_per_char"] == pytest.approx(float(loss))
-    assert logs["bits_per_char"] == pytest.approx(float(loss) / math.log(2))
+    assert abs(loss.item() - math.log(len(VOCAB))) < 0.03
+    assert logs["nats_per_char"] == pytest.approx(loss.item())
+    assert logs["bits_per_char"] == pytest.approx(loss.item() / math.log(2))
     assert bits_from_nats(math.log(2)) == pytest.approx(1.0)
 
 
@@ -110,11 +110,11 @@ def test_loss_is_the_mean_cross_entropy_over_every_position_and_skips_ignored_ta
     logits, _ = model.network(x)
     log_probs = torch.log_softmax(logits, dim=-1)
     expected = -log_probs.gather(-1, y[..., None]).mean()
-    assert float(model.loss((x, y))[0]) == pytest.approx(float(expected), rel=1e-5)
+    assert model.loss((x, y))[0].item() == pytest.approx(expected.item(), rel=1e-5)
     y_masked = y.clone()
     y_masked[:, 5:] = IGNORE_INDEX
     expected_masked = -log_probs[:, :5].gather(-1, y[:, :5, None]).mean()
-    assert float(model.loss((x, y_masked))[0]) == pytest.approx(float(expected_masked), rel=1e-5)
+    assert model.loss((x, y_masked))[0].item() == pytest.approx(expected_masked.item(), rel=1e-5)
 
 
 def test_bad_batches_are_data_errors():
@@ -406,7 +406,7 @@ def test_carried_state_changes_the_loss_of_the_next_batch():
     fresh = tiny_model(carry_state=False).train()
     fresh.load_state_dict(model.state_dict())
     cold, _ = fresh.loss((streams_x[1], streams_y[1]))
-    assert float(carried) != pytest.approx(float(cold), abs=1e-6)
+    assert carried.item() != pytest.approx(cold.item(), abs=1e-6)
     model.on_epoch_start(1)
     assert model.extra_state() == {}
     assert x1.shape == y1.shape

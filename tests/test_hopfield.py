@@ -21,6 +21,7 @@ from genlab.models.hopfield import (
     overlap,
     projection_weights,
     run_recall,
+    zero_field_tolerance,
 )
 from genlab.train.checkpoint import load_model
 from genlab.train.run import train
@@ -32,15 +33,16 @@ def random_patterns(count: int, n_units: int, seed: int) -> torch.Tensor:
 
 
 def naive_sweep(weights: torch.Tensor, state: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """The textbook sequential sweep, one unit at a time, with per-step energy checks."""
-    state = state.clone()
+    """The textbook sequential sweep, one unit at a time (float64), checking energy descent at every update."""
+    weights, state = weights.double(), state.double().clone()
+    tolerance = zero_field_tolerance(weights)
     for row in range(state.shape[0]):
         for unit in order[row].tolist():
             before = float(energy(weights, state[row]))
             field = float(weights[unit] @ state[row])
-            if field != 0.0:
+            if abs(field) > tolerance:
                 state[row, unit] = 1.0 if field > 0 else -1.0
-            assert float(energy(weights, state[row])) <= before + 1e-5
+            assert float(energy(weights, state[row])) <= before + 1e-9
     return state
 
 
@@ -71,7 +73,7 @@ def test_event_driven_sweep_equals_the_sequential_sweep_and_never_raises_energy(
     weights = hebbian_weights(random_patterns(count, n_units, seed))
     state = random_patterns(3, n_units, seed + 1)
     order = torch.rand(3, n_units, generator=torch.Generator().manual_seed(seed + 2)).argsort(1)
-    assert torch.equal(_async_sweep(weights, state, order), naive_sweep(weights, state, order))
+    assert torch.equal(_async_sweep(weights.double(), state.double(), order), naive_sweep(weights, state, order))
 
 
 @settings(max_examples=20, deadline=None)
@@ -151,7 +153,7 @@ def test_corrupt_flips_exactly_the_requested_fraction():
 
 def test_capacity_curve_breaks_down_near_0_14_n():
     loads = [0.05, 0.1, 0.2, 0.35]
-    curve = capacity_curve(100, loads, trials=4, steps=10, generator=torch.Generator().manual_seed(0))
+    curve = capacity_curve(100, loads, trials=3, steps=10, generator=torch.Generator().manual_seed(0))
     assert curve["patterns"] == [5.0, 10.0, 20.0, 35.0]
     success = curve["success"]
     assert success[0] >= 0.95 and success[1] >= 0.7
@@ -220,14 +222,14 @@ def test_projection_rule_recalls_the_bars_through_the_engine(tiny_images, tmp_pa
 def test_mnist_digits_need_the_projection_rule(data_dir):
     from genlab.data.images import load_images
 
-    raw = load_images("mnist", "train", data_dir=str(data_dir), download=False)
+    raw = load_images("mnist", "test", data_dir=str(data_dir), download=False)
     labels = torch.as_tensor(raw.labels)
     first = [int((labels == k).nonzero()[0]) for k in range(10)]
     images = torch.from_numpy(raw.images[first]).float().div(255).reshape(10, 1, 28, 28)
     results = {}
     for rule in ("hebbian", "projection"):
         model = Hopfield(HopfieldConfig(n_units=784, n_patterns=10, rule=rule, image_shape=(1, 28, 28),
-                                        corruption=0.2, trials=3))
+                                        corruption=0.2, trials=2, recall_steps=6))
         model.store(model.to_spins(images))
         results[rule] = model.recall_stats(generator=torch.Generator().manual_seed(0))
     assert results["projection"]["recall_accuracy_pct"] >= 90.0

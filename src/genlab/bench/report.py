@@ -36,6 +36,7 @@ class PaperResult:
     label: str
     family: str  # "rbm", "dbn", "vae", "iwae", "char"
     dataset: str  # "mnist" or "tinyshakespeare"
+    metric: str  # the name our benchmarks should record it under
     metric_words: tuple[str, ...]  # a matching record's metric contains one of these
     value: float
     unit: str
@@ -69,16 +70,17 @@ def _family(record: dict) -> str:
 
 
 PAPERS: tuple[PaperResult, ...] = (
-    PaperResult("RBM 500 hidden, CD-25, AIS", "rbm", "mnist", ("loglik", "log_likelihood"), -86.34,
-                "nats (test log-lik.)", True, "Salakhutdinov & Murray 2008"),
-    PaperResult("DBN 784-500-500-2000, up-down", "dbn", "mnist", ("error",), 1.25, "% test error", False,
-                "Hinton, Osindero & Teh 2006"),
-    PaperResult("VAE, 1 stochastic layer, k=1", "vae", "mnist", ("nll",), 86.76, "nats (NLL)", False,
+    PaperResult("RBM 500 hidden, CD-25, AIS", "rbm", "mnist", "test_loglik_nats", ("loglik", "log_likelihood"),
+                -86.34, "nats (test log-lik.)", True, "Salakhutdinov & Murray 2008"),
+    PaperResult("DBN 784-500-500-2000, up-down", "dbn", "mnist", "test_error_pct", ("error",), 1.25,
+                "% test error", False, "Hinton, Osindero & Teh 2006"),
+    PaperResult("VAE, 1 stochastic layer, k=1", "vae", "mnist", "nll_nats", ("nll",), 86.76, "nats (NLL)", False,
                 "Burda, Grosse & Salakhutdinov 2015, Table 1"),
-    PaperResult("IWAE k=50, 1 stochastic layer", "iwae", "mnist", ("nll",), 84.78, "nats (NLL)", False,
-                "Burda, Grosse & Salakhutdinov 2015, Table 1"),
-    PaperResult("char-level model, val loss", "char", "tinyshakespeare", ("nats_per_char", "val_loss"), 1.47,
-                "nats/char", False, "nanoGPT shakespeare_char (Karpathy; 10.7M-param transformer, GPU)"),
+    PaperResult("IWAE k=50, 1 stochastic layer", "iwae", "mnist", "nll_nats", ("nll",), 84.78, "nats (NLL)",
+                False, "Burda, Grosse & Salakhutdinov 2015, Table 1"),
+    PaperResult("char-level model, val loss", "char", "tinyshakespeare", "val_loss_nats_per_char",
+                ("nats_per_char", "val_loss"), 1.47, "nats/char", False,
+                "nanoGPT shakespeare_char (Karpathy; 10.7M-param transformer, GPU)"),
 )
 
 
@@ -172,7 +174,7 @@ def leaderboard_rows(documents: list[dict]) -> list[dict]:
         if not matched:
             failed = [d["benchmark"] for d in documents
                       if d.get("status") != "ok" and _family({"model": d.get("benchmark", "")}) == paper.family]
-            entries.append({"model": paper.family, "dataset": paper.dataset, "metric": paper.metric_words[0],
+            entries.append({"model": paper.family, "dataset": paper.dataset, "metric": paper.metric,
                             "ours": None, "failed": failed, "paper": paper.value,
                             "source": f"{paper.source}: {paper.label}", "unit": paper.unit, "verdict": ""})
     for document, record in _records(documents):
@@ -352,34 +354,48 @@ def write_plots(documents: list[dict], plots_dir: Path) -> dict[str, Path]:
 
 
 def _plot_papers(documents, plt):
+    """One panel per measured leaderboard row: our value (with its standard error) as a point, the paper's as a
+    line, on an axis scaled to the two (bars from zero would hide an 86-vs-88-nat difference)."""
     measured = [e for e in leaderboard_rows(documents) if isinstance(e.get("ours"), (int, float))]
     if not measured:
         return None
-    figure, axes = plt.subplots(1, len(measured), figsize=(2.6 * len(measured), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(measured), figsize=(2.8 * len(measured), 3.2), squeeze=False)
     for axis, entry in zip(axes.flat, measured):
-        axis.bar(["ours", "paper"], [entry["ours"], entry["paper"]], color=["tab:blue", "tab:gray"])
-        axis.set_title(f"{entry['model']} {entry['metric']}", fontsize=8)
+        axis.axhline(entry["paper"], color="tab:gray", linestyle="--", label="paper")
+        stderr = entry.get("stderr") if isinstance(entry.get("stderr"), (int, float)) else None
+        axis.errorbar([0], [entry["ours"]], yerr=stderr, fmt="o", color="tab:blue", capsize=4, label="ours")
+        axis.set_xticks([])
+        axis.set_xlim(-1, 1)
+        axis.margins(y=0.4)
+        axis.set_title(f"{entry['model']} {entry['dataset']}\n{entry['metric']}", fontsize=8)
         axis.set_ylabel(entry["unit"], fontsize=8)
         axis.tick_params(labelsize=8)
+        axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
     return figure
 
 
 def _plot_sample_quality(documents, plt):
+    """Judge FD per image source, one panel per dataset, log axis (points, since log-scale bars mislead)."""
     rows = [r for r in sample_quality_rows(documents) if isinstance(r.get("judge_fd"), (int, float))]
     if not rows:
         return None
     datasets = sorted({str(r["dataset"]) for r in rows})
-    figure, axes = plt.subplots(len(datasets), 1, figsize=(7, 0.45 * len(rows) + 1.2 * len(datasets)),
+    figure, axes = plt.subplots(len(datasets), 1, figsize=(7, 0.4 * len(rows) + 1.2 * len(datasets)),
                                 squeeze=False)
     for axis, dataset in zip(axes.flat, datasets):
         subset = [r for r in rows if str(r["dataset"]) == dataset]
+        labels = [str(r["model"]) for r in subset]
         values = [max(float(r["judge_fd"]), 1e-6) for r in subset]
-        colours = ["tab:green" if "floor" in str(r["model"]) else "tab:blue" for r in subset]
-        axis.barh([str(r["model"]) for r in subset], values, color=colours)
+        colours = ["tab:green" if "floor" in label else "tab:blue" for label in labels]
+        axis.scatter(values, labels, color=colours, zorder=3)
+        for value, label in zip(values, labels):
+            axis.annotate(f"{value:.3g}", (value, label), textcoords="offset points", xytext=(6, -3), fontsize=7)
         axis.set_xscale("log")
+        axis.margins(x=0.15, y=0.25)
+        axis.grid(True, axis="x", which="both", alpha=0.3)
         axis.invert_yaxis()
-        axis.set_title(f"{dataset}: FD on genlab-judge features (lower is closer to real; log scale)", fontsize=9)
+        axis.set_title(f"{dataset}: FD on genlab-judge features (lower is closer to real data)", fontsize=9)
         axis.tick_params(labelsize=8)
     figure.tight_layout()
     return figure

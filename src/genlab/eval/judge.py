@@ -336,7 +336,8 @@ def train_judge(dataset: str, *, data_dir: str | os.PathLike | None = None, epoc
     if max_train is not None:
         images, labels = images[:max_train], labels[:max_train]
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    # Seeded without disturbing the caller's RNG streams (torch.manual_seed also seeds CUDA, for dropout there).
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         net = _fit(JudgeNet(), images, labels, epochs=epochs, batch_size=batch_size, max_lr=max_lr,
                    flip=FLIP_AUGMENT[dataset], seed=seed, device=device, log=log)

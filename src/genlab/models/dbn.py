@@ -487,6 +487,11 @@ class DBN(GenerativeModel):
             h = self.generative_probs(layer, h)
         return h.reshape(x.shape[0], *self.image_shape)
 
+    def filters(self, k: int = 100) -> Tensor:
+        """The first ``k`` first-layer hidden units' weights on the data units, (k, *image_shape)."""
+        weights = self.rbms[0].W.detach()[:k, : self.config.layers[0]]
+        return weights.reshape(weights.shape[0], *self.image_shape).clone()
+
     def _layer_recon_ce(self, x: Tensor, y: Tensor | None, layer: int, generator: torch.Generator) -> float:
         """Summed reconstruction cross-entropy of RBM ``layer`` on its input (one sampled up-down step)."""
         rbm = self.rbms[layer]
@@ -633,7 +638,7 @@ class DBN(GenerativeModel):
     def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
         """First-layer filters, reconstructions of ``batch`` through the layers trained so far, and (once the top
         RBM trains) samples with labels 0, 1, 2, ... clamped in turn."""
-        pictures: dict[str, Any] = {"filters": self.rbms[0].filters(100)}
+        pictures: dict[str, Any] = {"filters": self.filters(100)}
         depth = min(self.layer + 1, self.config.n_rbms - 1)
         if batch is not None and depth > 0:
             x, _ = self._inputs(batch)

@@ -9,7 +9,10 @@ Hebbian storage of P patterns ξ^μ ∈ {-1, +1}^N sets W = (1/N) Σ_μ ξ^μ ξ
 asynchronous update s_i ← sign(h_i), h_i = Σ_j W_ij s_j, of one unit at a time changes the energy by
 ΔE = -Δs_i h_i ≤ 0, so asynchronous recall never increases E and ends in a fixed point. The synchronous
 update s ← sign(W s) of all units at once has no such guarantee and may settle into a 2-cycle. A field of
-exactly zero leaves the unit as it is (sign(0) is undefined; keeping the state keeps ΔE = 0).
+zero leaves the unit as it is (sign(0) is undefined; keeping the state keeps ΔE = 0). Recall computes fields in
+float64 and counts |h_i| <= :func:`zero_field_tolerance` as zero, so a field that is zero mathematically
+(common with Hebbian weights, multiples of 1/N) is never turned into a flip by rounding, and every flip
+lowers the energy strictly.
 
 Capacity: Amit, Gutfreund & Sompolinsky (1985, 1987) showed that for random patterns the retrieval states
 (fixed points with overlap m ≈ 1 to a stored pattern) exist up to a load α = P/N ≈ 0.138; beyond it they
@@ -117,6 +120,12 @@ def energy(weights: Tensor, state: Tensor) -> Tensor:
     return -0.5 * ((state @ weights) * state).sum(-1)
 
 
+def zero_field_tolerance(weights: Tensor) -> float:
+    """Fields with |h| at most this count as zero: 1e-9 · N · max|W_ij|, far above float64 rounding of a sum
+    of N terms and far below any field that is non-zero in exact arithmetic."""
+    return 1e-9 * weights.shape[0] * float(weights.abs().max()) if weights.numel() else 0.0
+
+
 def _check_spins(state: Tensor, n_units: int, what: str) -> Tensor:
     if state.dim() != 2 or state.shape[1] != n_units:
         raise DataError(f"{what} must have shape (n, {n_units}), got {tuple(state.shape)}")
@@ -147,13 +156,14 @@ def _async_sweep(weights: Tensor, state: Tensor, order: Tensor) -> Tensor:
     """
     state = state.clone()
     n, n_units = state.shape
+    tolerance = zero_field_tolerance(weights)
     field = state @ weights  # recomputed every sweep, so incremental rounding cannot accumulate
     rows = torch.arange(n, device=state.device)
     positions = torch.arange(n_units, device=state.device).expand(n, n_units)
     pointer = torch.zeros(n, dtype=torch.long, device=state.device)
     while True:
         # A unit is unstable when its field is non-zero and of the other sign: h_i s_i < 0.
-        candidates = ((field * state).gather(1, order) < 0) & (positions >= pointer[:, None])  # visiting order
+        candidates = ((field * state).gather(1, order) < -tolerance) & (positions >= pointer[:, None])
         found = candidates.any(1)
         if not bool(found.any()):
             return state
@@ -168,9 +178,10 @@ def _async_sweep(weights: Tensor, state: Tensor, order: Tensor) -> Tensor:
 
 
 def _sync_update(weights: Tensor, state: Tensor) -> Tensor:
-    """All units at once: s ← sign(W s), keeping units whose field is exactly zero."""
+    """All units at once: s ← sign(W s), keeping units whose field is zero."""
+    tolerance = zero_field_tolerance(weights)
     field = state @ weights  # W is symmetric
-    return torch.where(field > 0, 1.0, torch.where(field < 0, -1.0, state))
+    return torch.where(field > tolerance, 1.0, torch.where(field < -tolerance, -1.0, state))
 
 
 def run_recall(weights: Tensor, state: Tensor, *, steps: int, mode: str = "async",
@@ -178,12 +189,15 @@ def run_recall(weights: Tensor, state: Tensor, *, steps: int, mode: str = "async
     """Recall from ``state`` (n, N) of ±1: returns states (steps+1, n, N) and energies (steps+1, n).
 
     Step 0 is the start. An asynchronous step is one sweep of N single-unit updates in a fresh random order
-    per state (drawn from ``generator``); a synchronous step updates all units at once.
+    per state (drawn from ``generator``); a synchronous step updates all units at once. Fields and energies
+    are computed in float64; states come back in ``state``'s dtype.
     """
     if mode not in RECALL_MODES:
         raise ConfigError(f"recall mode must be async or sync, got {mode!r}")
     if steps < 0:
         raise ConfigError(f"recall steps must be >= 0, got {steps}")
+    dtype = state.dtype
+    weights, state = weights.double(), state.double()
     states = [state]
     for _ in range(steps):
         if mode == "async":
@@ -198,7 +212,7 @@ def run_recall(weights: Tensor, state: Tensor, *, steps: int, mode: str = "async
         state = updated
         states.append(state)
     stacked = torch.stack(states)
-    return stacked, energy(weights, stacked)
+    return stacked.to(dtype), energy(weights, stacked).to(dtype)
 
 
 def corrupt(patterns: Tensor, fraction: float, generator: torch.Generator | None = None) -> Tensor:

@@ -24,8 +24,11 @@ encoder) and ``conv`` (the TF CVAE tutorial: two 3x3 stride-2 convolutions with 
 dense(2·latent_dim); decoder dense(32·H/4·W/4) -> 3x3 stride-2 transposed convolutions with 64 and 32 channels
 -> a 3x3 stride-1 transposed convolution to the image channels; "same" padding, so H and W must be multiples of 4).
 
-Evaluation (:meth:`VAE.evaluate`) reports the test ELBO and the importance-weighted NLL with k = 5000
-samples (Burda et al.) in nats per image; see :mod:`genlab.eval.iwae`.
+Evaluation (:meth:`VAE.evaluate`, ``genlab eval RUN``) reports the test ELBO and the importance-weighted NLL
+with k = 5000 samples (Burda et al.) in nats per image; see :mod:`genlab.eval.iwae`. Pictures: every epoch
+:meth:`VAE.snapshots` (samples, reconstructions, interpolations, the latent scatter and, for latent_dim 2, the
+manifold grid; GIFs at the end), and ``python -m genlab.viz.latent RUN`` draws the test set's latent space into
+``RUN/latent/`` (see :mod:`genlab.viz.latent`).
 """
 
 from __future__ import annotations

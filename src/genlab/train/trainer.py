@@ -171,12 +171,13 @@ class Trainer:
         self.network.train()
         with self._autocast():
             loss, logs = self.network(self._to_device(batch))
-        finite = bool(torch.isfinite(loss.detach()))
+        value = float(loss.detach())
+        finite = math.isfinite(value)
         if self.dist.enabled:
             finite = all_ranks_agree(finite, self.device)
         if not finite:
             raise TrainingError(
-                f"the loss became non-finite ({float(loss.detach()):.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
+                f"the loss became non-finite ({value:.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
                 "training stopped and the last good checkpoint was kept. Lower optim.lr or enable optim.grad_clip, "
                 "then resume from the run directory.")
         self.optimizer.zero_grad(set_to_none=True)
@@ -185,8 +186,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        self.last_loss = float(loss.detach())
-        return {"loss": self.last_loss, **{k: float(v) for k, v in logs.items()}}
+        self.last_loss = value
+        return {"loss": value, **{k: float(v) for k, v in logs.items()}}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

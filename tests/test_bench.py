@@ -1,0 +1,178 @@
+"""The benchmark runner and BENCHMARKS.md: bad names are clear errors, failures are recorded and shown (never
+replaced by an old number), and the report is regenerated from the JSON files alone."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import genlab.bench as bench
+from genlab.bench import Benchmark, report
+from genlab.errors import ConfigError, GenlabError
+
+
+def _rbm_loglik(ctx):
+    return [{"model": "rbm", "dataset": "mnist", "metric": "test_loglik_nats", "value": -88.5, "unit": "nats",
+             "stderr": 0.2, "train_wall_s": 812.0, "peak_mem_mb": 350.0},
+            {"model": "rbm", "dataset": "mnist", "metric": "samples_per_s", "value": 1234.0, "unit": "1/s"}]
+
+
+def _broken(ctx):
+    raise RuntimeError("chains diverged at step 7")
+
+
+def _samples(ctx):
+    common = {"dataset": "mnist", "images": 1000, "judge": "mnist-abc"}
+    return [{**common, "model": "ebm", "metric": "judge_fd", "value": 12.5, "unit": "FD (genlab judge)"},
+            {**common, "model": "ebm", "metric": "judge_kid", "value": 0.9, "stderr": 0.1, "unit": "KID"},
+            {**common, "model": "ebm", "metric": "class_entropy_nats", "value": 2.25, "unit": "nats"},
+            {**common, "model": "real test images (floor)", "metric": "judge_fd", "value": 1.5, "unit": "FD"}]
+
+
+FAKES = {
+    "rbm_fake_loglik": Benchmark("rbm_fake_loglik", _rbm_loglik, ("quick", "full"), "fake"),
+    "dbn_fake_broken": Benchmark("dbn_fake_broken", _broken, ("full",), "fake"),
+    "ebm_fake_samples": Benchmark("ebm_fake_samples", _samples, ("quick",), "fake"),
+}
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    monkeypatch.setattr(bench, "available", lambda: dict(FAKES))
+    monkeypatch.setattr(bench, "git_commit", lambda: "abc123def456")
+
+
+def _run(tmp_path, suite="quick", only=None):
+    results = tmp_path / "benchmarks" / "results"
+    code = bench.run_benchmarks(suite, only=only, results_dir=results, report=tmp_path / "BENCHMARKS.md",
+                                device="cpu")
+    return code, results, (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+
+
+def test_the_real_registry_has_the_judge_benchmarks_in_the_quick_suite():
+    known = bench.available()
+    for name in ("judge_accuracy", "judge_floor"):
+        assert name in known and "quick" in known[name].suites
+
+
+@pytest.mark.parametrize("suite,only,message", [
+    ("huge", None, "unknown suite"),
+    ("quick", ["nope"], "unknown benchmark"),
+    ("quick", ["rbm_fake_loglik", "vae"], "unknown benchmark(s) vae"),
+    ("quick", ["dbn"], "unknown benchmark(s) dbn"),  # the dbn group has no quick benchmark
+])
+def test_unknown_suite_or_benchmark_is_a_clear_error(fake_registry, tmp_path, suite, only, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _run(tmp_path, suite=suite, only=only)
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def _names(selected):
+    return [b.name for b in selected]
+
+
+def test_selection_by_suite_name_or_group():
+    assert _names(bench.select_benchmarks(FAKES, None, "quick")) == ["rbm_fake_loglik", "ebm_fake_samples"]
+    assert _names(bench.select_benchmarks(FAKES, ["ebm", "rbm"], "quick")) == ["ebm_fake_samples",
+                                                                              "rbm_fake_loglik"]
+    # an exact name runs whatever its suites
+    assert _names(bench.select_benchmarks(FAKES, ["dbn_fake_broken"], "quick")) == ["dbn_fake_broken"]
+    with pytest.raises(ConfigError, match="groups: dbn, ebm, rbm"):
+        bench.select_benchmarks(FAKES, ["ebm"], "full")  # the ebm group has no full-suite benchmark
+
+
+def test_a_failing_benchmark_is_recorded_as_failed_and_shown(fake_registry, tmp_path, capsys):
+    code, results, text = _run(tmp_path, suite="full")
+    assert code == 1
+    failed = json.loads((results / "dbn_fake_broken.json").read_text())
+    assert failed["status"] == "failed" and failed["records"] == []
+    assert "RuntimeError: chains diverged at step 7" in failed["error"]
+    ok = json.loads((results / "rbm_fake_loglik.json").read_text())
+    assert ok["status"] == "ok" and ok["commit"] == "abc123def456"
+    assert all({"wall_s", "device", "commit"} <= set(r) for r in ok["records"])
+    assert "| dbn_fake_broken | **failed** |" in text
+    assert "dbn_fake_broken failed:** `RuntimeError: chains diverged at step 7`" in text
+    # the DBN paper row says why there is no number instead of leaving it blank
+    assert "— (benchmark failed: dbn_fake_broken)" in text
+
+
+def test_leaderboard_puts_our_number_beside_the_paper_with_costs(fake_registry, tmp_path):
+    _, _, text = _run(tmp_path, only=["rbm_fake_loglik"])
+    row = next(line for line in text.splitlines() if line.startswith("| rbm | mnist | test_loglik_nats"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "-88.5 ± 0.2" and cells[4] == "-86.34"
+    assert cells[6] == "-2.16 (worse)" and "Salakhutdinov & Murray 2008" in cells[7]
+    assert cells[8:11] == ["812", "1234", "350"]  # train wall s, samples/s (sibling record), peak MB
+    assert cells[11] == "cpu" and cells[13] == bench.machine_info()["torch"] and cells[14] == "`abc123def456`"
+    for paper in ("Hinton, Osindero & Teh 2006", "Burda, Grosse & Salakhutdinov 2015", "nanoGPT"):
+        assert paper in text
+    assert "84.78" in text and "86.76" in text and "1.47" in text and "1.25" in text
+    assert text.count("not measured yet") == 4
+
+
+def test_a_failure_never_leaves_the_old_number_in_place(fake_registry, tmp_path, monkeypatch):
+    _run(tmp_path, only=["rbm_fake_loglik"])
+    monkeypatch.setitem(FAKES, "rbm_fake_loglik", Benchmark("rbm_fake_loglik", _broken, ("quick",), "fake"))
+    code, results, text = _run(tmp_path, only=["rbm_fake_loglik"])
+    assert code == 1 and json.loads((results / "rbm_fake_loglik.json").read_text())["records"] == []
+    assert "-88.5" not in text and "benchmark failed: rbm_fake_loglik" in text
+
+
+def test_sample_quality_table_and_plots(fake_registry, tmp_path):
+    _, results, text = _run(tmp_path)
+    assert "## Sample quality (genlab judge)" in text and "not Inception-v3" in text
+    floor = text.index("| mnist | real test images (floor) |")
+    ebm = text.index("| mnist | ebm | 1000 |")
+    assert floor < ebm  # sorted by FD within a dataset
+    assert "0.9 ± 0.1" in text
+    plots = results.parent / "plots"
+    for name in ("paper_comparison", "sample_quality", "bench_wall_time"):
+        png = plots / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](benchmarks/plots/{name}.png)" in text
+
+
+def test_report_is_regenerated_from_the_json_files_alone(fake_registry, tmp_path):
+    _, results, first = _run(tmp_path, suite="full")
+    out = tmp_path / "again.md"
+    report.write_report(results, out)
+    assert out.read_text() == first
+    path = results / "rbm_fake_loglik.json"
+    document = json.loads(path.read_text())
+    document["records"][0]["value"] = -85.0
+    path.write_text(json.dumps(document))
+    report.write_report(results, out)
+    regenerated = out.read_text()
+    assert "-85 ± 0.2" in regenerated and "+1.34 (better)" in regenerated and "-88.5" not in regenerated
+
+
+def test_empty_results_give_a_report_that_says_so(tmp_path):
+    out = report.write_report(tmp_path / "results", tmp_path / "BENCHMARKS.md")
+    assert "No results yet" in Path(out).read_text()
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "is corrupt"),
+    ('{"records": []}', "not a genlab benchmark results file"),
+    ("[1, 2]", "not a genlab benchmark results file"),
+])
+def test_corrupt_results_file_is_a_clear_error(tmp_path, content, message):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "rbm_speed.json").write_text(content)
+    with pytest.raises(GenlabError, match=message) as caught:
+        report.write_report(results, tmp_path / "BENCHMARKS.md")
+    assert "rbm_speed.json" in str(caught.value)
+
+
+def test_cli_reports_a_corrupt_results_file_on_one_line(tmp_path, capsys, monkeypatch):
+    from genlab.cli import main
+
+    monkeypatch.setattr(bench, "available", lambda: {"ebm_fake_samples": FAKES["ebm_fake_samples"]})
+    monkeypatch.setattr(bench, "git_commit", lambda: "abc123def456")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "old.json").write_text("{truncated")
+    code = main(["bench", "--results", str(results), "--report", str(tmp_path / "B.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and "old.json is corrupt" in err and len(err.strip().splitlines()) == 1
