@@ -397,7 +397,7 @@ def test_carry_state_needs_the_stream_layout(tmp_path):
 def test_carried_state_changes_the_loss_of_the_next_batch():
     model = tiny_model(carry_state=True).train()
     ids = model.vocab.encode(LINES)[: 2 * 2 * 10 + 1]
-    x1, y1 = ids[:20].reshape(2, 10), ids[1:21].reshape(2, 10)
+    # Two streams (ids[0:20] and ids[20:40]) read in two chunks of 10.
     streams_x = torch.stack([ids[:10], ids[20:30]]), torch.stack([ids[10:20], ids[30:40]])
     streams_y = torch.stack([ids[1:11], ids[21:31]]), torch.stack([ids[11:21], ids[31:41]])
     model.on_epoch_start(0)
@@ -407,9 +407,10 @@ def test_carried_state_changes_the_loss_of_the_next_batch():
     fresh.load_state_dict(model.state_dict())
     cold, _ = fresh.loss((streams_x[1], streams_y[1]))
     assert carried.item() != pytest.approx(cold.item(), abs=1e-6)
-    model.on_epoch_start(1)
+    assert set(model.extra_state()) == {"carried_epoch", "carried_targets", "carried_h0", "carried_c0",
+                                        "carried_h1", "carried_c1"}
+    model.on_epoch_start(1)  # a new epoch reads the streams from their start again
     assert model.extra_state() == {}
-    assert x1.shape == y1.shape
 
 
 # ---------------------------------------------------------------------------------------------------- benchmarks

@@ -298,6 +298,39 @@ def test_cli_scores_an_image_file_and_rejects_bad_input(quick_judge, data, tmp_p
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+class _PaddedSymmetricModel(torch.nn.Module):
+    """Stands in for a trained EBM run: samples are 32x32 in [-1, 1] (data.pad_to=32, data.scale=symmetric)."""
+
+    kind = "image"
+
+    def __init__(self, images):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.images = images
+
+    def sample(self, n, *, generator=None):
+        return F.pad(self.images[:n], (2, 2, 2, 2)) * 2 - 1
+
+
+def test_score_a_run_samples_it_in_its_own_range(quick_judge, data, tmp_path, monkeypatch):
+    import types
+
+    from genlab.train import checkpoint
+
+    J.save_judge(quick_judge, J.judge_path("mnist", quick_judge.info.checksum, tmp_path))
+    test_images, _ = J.load_split("mnist", "test", data)
+    real = test_images[:300].float() / 255
+    config = types.SimpleNamespace(data=types.SimpleNamespace(dataset="mnist", scale="symmetric"))
+    monkeypatch.setattr(checkpoint, "load_model", lambda path, device: (_PaddedSymmetricModel(real), config))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    from_run = J.score_source(run_dir, n=300, reference_size=500, data_dir=data, cache_dir=tmp_path)
+    reference = J.reference_set(quick_judge, limit=500, data_dir=data)
+    direct = J.sample_quality(quick_judge, real, reference, generator=torch.Generator().manual_seed(0))
+    assert from_run.images == 300 and from_run.fd == pytest.approx(direct.fd, rel=1e-5)
+    assert from_run.class_counts == direct.class_counts
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", J.JUDGE_DATASETS)
 def test_full_judges_reach_their_accuracy_targets(data, dataset, tmp_path):

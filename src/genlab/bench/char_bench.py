@@ -27,8 +27,8 @@ from genlab.models.char_rnn import CharLSTM, CharLSTMConfig
 from genlab.train.callbacks import Callback
 
 NANOGPT_CHAR = {"value": 1.47, "source": "nanoGPT shakespeare-char val loss (GPU transformer, nats/char)"}
-THROUGHPUT_TARGET = {"value": 30.0, "source": "target: >= 30x"}
-GENERATION_TARGET = {"value": 1000.0, "source": "target: >= 1000 chars/s"}
+THROUGHPUT_TARGET = {"value": 30.0, "source": "target: >= 30x", "higher_is_better": True}
+GENERATION_TARGET = {"value": 1000.0, "source": "target: >= 1000 chars/s", "higher_is_better": True}
 VAL_TARGET_NATS = 1.50  # the issue's target for 30 minutes of 2-core CPU training
 # The seed's settings: --lstmLayerSize 128,128, --sampleLen 40, --batchSize 128.
 SEED_LAYERS, SEED_WINDOW, SEED_BATCH = (128, 128), 40, 128
@@ -66,7 +66,8 @@ def _formulation_loss(model: CharLSTM, x: Tensor, y: Tensor, formulation: str) -
 
 def training_throughput(model: CharLSTM, ids: Tensor, *, formulation: str, seq_len: int, batch_size: int,
                         steps: int | None = None, seconds: float | None = None, seed: int = 0) -> dict[str, float]:
-    """Adam training steps on random windows; ``chars_per_s`` counts characters that carry a loss.
+    """Adam training steps on random windows; ``chars_per_s`` counts characters that carry a loss per second of
+    wall time, ``chars_per_cpu_s`` per second of this process's CPU time (steadier on a shared machine).
 
     Runs ``steps`` timed steps, or as many as fit in ``seconds``, after one untimed warm-up step.
     """
@@ -87,12 +88,13 @@ def training_throughput(model: CharLSTM, ids: Tensor, *, formulation: str, seq_l
         return scored
 
     one_step()
-    chars, done, started = 0, 0, time.perf_counter()
+    chars, done, started, cpu_started = 0, 0, time.perf_counter(), time.process_time()
     while (steps is not None and done < steps) or (seconds is not None and time.perf_counter() - started < seconds):
         chars += one_step()
         done += 1
-    elapsed = time.perf_counter() - started
-    return {"chars": chars, "steps": done, "seconds": elapsed, "chars_per_s": chars / elapsed}
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {"chars": chars, "steps": done, "seconds": elapsed, "chars_per_s": chars / elapsed,
+            "chars_per_cpu_s": chars / max(cpu, 1e-9)}
 
 
 def generation_speed(model: CharLSTM, *, length: int, prompt: str, temperature: float = 1.0,
@@ -112,18 +114,22 @@ def char_throughput(ctx: BenchContext) -> list[dict]:
     ids, vocab = shakespeare_ids(ctx.data_dir)
     torch.manual_seed(0)
     network = CharLSTM(CharLSTMConfig(layers=SEED_LAYERS, embedding_dim=64, vocab=vocab))
-    rounds, seconds = 3, 4.0
+    rounds, seconds = 5, 3.0
     rates: dict[str, list[float]] = {name: [] for name in FORMULATIONS}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in FORMULATIONS}
     for round_index in range(rounds):
         for formulation in FORMULATIONS:
             model = copy.deepcopy(network)  # same weights and size for both, fresh optimizer each round
             result = training_throughput(model, ids, formulation=formulation, seq_len=SEED_WINDOW,
                                          batch_size=SEED_BATCH, seconds=seconds, seed=round_index)
             rates[formulation].append(result["chars_per_s"])
+            cpu_rates[formulation].append(result["chars_per_cpu_s"])
     all_rate, last_rate = statistics.median(rates["all"]), statistics.median(rates["last"])
+    cpu_ratio = statistics.median(cpu_rates["all"]) / statistics.median(cpu_rates["last"])
     ctx.notes.append(f"char-throughput: LSTM {SEED_LAYERS}, embedding 64, batch {SEED_BATCH}, windows of "
                      f"{SEED_WINDOW}, Adam, torch threads {torch.get_num_threads()}; median of {rounds} alternating "
-                     f"rounds of {seconds:g} s per formulation")
+                     f"rounds of {seconds:g} s per formulation; the same ratio in CPU time: {cpu_ratio:.1f}x "
+                     f"(the ideal is {SEED_WINDOW}x less the softmax on every position)")
     common = {"model": "char-lstm 2x128", "dataset": "tinyshakespeare"}
     return [
         {**common, "metric": "train_chars_per_s_all_positions", "value": round(all_rate, 1), "unit": "chars/s"},
@@ -252,11 +258,11 @@ def char_shakespeare(ctx: BenchContext) -> list[dict]:
         f"run {result['run_dir']}")
     common = {"model": "char-lstm-shakespeare", "dataset": "tinyshakespeare"}
     return [
-        {**common, "metric": "val_nats_per_char", "value": round(result["val_nats_per_char"], 4),
+        {**common, "metric": "val_loss_nats_per_char", "value": round(result["val_nats_per_char"], 4),
          "unit": "nats/char", "reference": NANOGPT_CHAR},
-        {**common, "metric": "val_bits_per_char", "value": round(result["val_bits_per_char"], 4),
+        {**common, "metric": "val_loss_bits_per_char", "value": round(result["val_bits_per_char"], 4),
          "unit": "bits/char", "reference": {"value": round(NANOGPT_CHAR["value"] / math.log(2), 4),
                                              "source": NANOGPT_CHAR["source"].replace("nats", "bits")}},
-        {**common, "metric": "train_time", "value": round(result["train_s"], 1), "unit": "s",
+        {**common, "metric": "train_wall_s", "value": round(result["train_s"], 1), "unit": "s",
          "reference": {"value": FULL_BUDGET_S, "source": "budget: 30 min, 2 threads"}},
     ]

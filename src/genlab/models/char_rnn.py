@@ -132,7 +132,7 @@ class CharLSTM(GenerativeModel):
     """
 
     kind = "text"
-    supports_amp = True
+    supports_amp = False  # bf16 autocast with a carried LSTM state is not verified
 
     def __init__(self, config: CharLSTMConfig):
         super().__init__(config)
@@ -246,7 +246,7 @@ class CharLSTM(GenerativeModel):
                           "model.carry_state off")
 
     def _reset_carried(self) -> None:
-        self._carried, self._carried_targets = None, None
+        self._carried, self._carried_targets, self._carried_restored = None, None, False
 
     def on_epoch_start(self, epoch: int) -> None:
         # Each epoch reads the streams from their beginning again. The trainer also calls this hook when it

@@ -1,0 +1,304 @@
+"""Deep belief nets: greedy stacking, the label-clamped sampler, PCD/up-down stages, the backprop classifier."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.cli import main
+from genlab.config import apply_overrides, build_run_config
+from genlab.data.datasets import build_data
+from genlab.errors import ConfigError
+from genlab.models.base import DataInfo
+from genlab.models.dbn import DBN, DBNClassifier, DBNClassifierConfig, DBNConfig, sample_softmax
+from genlab.train import checkpoint as ckpt
+from genlab.train.checkpoint import load_model
+from genlab.train.run import train
+
+
+def run_config(model_name: str, dataset: Path, out: Path, *extra: str):
+    overrides = [f"data.dataset={dataset}", "data.val_size=64", "data.batch_size=16", "optim.name=sgd",
+                 "optim.lr=0.1", "optim.momentum=0.5", "train.num_samples=8", "train.progress=false",
+                 "train.device=cpu", f"train.out_dir={out}", *extra]
+    return build_run_config(apply_overrides({"model_name": model_name}, overrides))
+
+
+def toy_batch(count: int = 10, n_labels: int = 4, seed: int = 0):
+    """Random 8x8 images in [0, 1] and labels."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(count, 1, 8, 8, generator=generator), torch.randint(0, n_labels, (count,), generator=generator)
+
+
+def bar_accuracy(images: torch.Tensor, label: int) -> float:
+    """Fraction of 8x8 images whose brightest column pair is the bar of ``label`` (the bars data set)."""
+    column_pairs = images.reshape(images.shape[0], 8, 4, 2).mean((1, 3))
+    return float((column_pairs.argmax(1) == label).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("layers, message", [((784,), "at least 2 sizes"), ((784, 0, 10), "positive"),
+                                             ((784, -5), "positive"), ((), "at least 2 sizes")])
+def test_impossible_layer_lists_are_config_errors(layers, message):
+    with pytest.raises(ConfigError, match=message):
+        DBNConfig(layers=layers)
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="one value or one per RBM"):
+        DBNConfig(layers=(784, 500, 500), epochs_per_layer=(1, 2, 3))
+    with pytest.raises(ConfigError, match="n_labels=1"):
+        DBNConfig(n_labels=1)
+    image = DataInfo(kind="image", shape=(1, 8, 8), num_classes=4)
+    with pytest.raises(ConfigError, match=r"model.layers starts with 784 .* 64 values"):
+        DBN.adapt_config(DBNConfig(), image)
+    with pytest.raises(ConfigError, match="data.scale=unit"):
+        DBN.adapt_config(DBNConfig(layers=(64, 8)), DataInfo(kind="image", shape=(1, 8, 8), value_range=(-1.0, 1.0)))
+    with pytest.raises(ConfigError, match="no labels"):
+        DBN.adapt_config(DBNConfig(layers=(64, 8)), DataInfo(kind="image", shape=(1, 8, 8), num_classes=0))
+    with pytest.raises(ConfigError, match="n_labels=4"):
+        DBN.adapt_config(DBNConfig(layers=(64, 8), n_labels=2), image)
+
+
+def test_cli_reports_a_layer_list_that_does_not_fit_the_data(tiny_images, tmp_path, capsys):
+    code = main(["train", "dbn", "--dataset", str(tiny_images), "--out", str(tmp_path), "--set",
+                 "model.layers=[784,500]", "--set", "model.n_labels=4", "--set", "data.val_size=64"])
+    assert code == 2
+    assert "model.layers starts with 784" in capsys.readouterr().err
+
+
+def test_stage_schedule_follows_the_epochs():
+    config = DBNConfig(layers=(64, 16, 16, 32), epochs_per_layer=(2, 1, 1), pcd_epochs=1, updown_epochs=2)
+    stages = [config.stage_of_epoch(epoch) for epoch in range(9)]
+    assert stages == [("greedy", 0), ("greedy", 0), ("greedy", 1), ("greedy", 2), ("pcd", 2),
+                      ("updown", 2), ("updown", 2), ("updown", 2), ("updown", 2)]
+    assert config.total_epochs == 7
+    assert DBNConfig(layers=(64, 16), epochs_per_layer=(3,)).stage_of_epoch(10) == ("greedy", 0)
+
+
+# ---------------------------------------------------------------------------------------------- the math
+
+
+def test_greedy_stacking_trains_each_layer_on_the_hidden_probabilities_below(monkeypatch):
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,)))
+    with torch.no_grad():
+        model.rbms[0].W.normal_(0.0, 0.5)  # so hidden probabilities are spread out, not all 0.5
+    x, y = toy_batch()
+    seen = {}
+    original = model.rbms[1].loss
+
+    def spy(v):
+        seen["layer1"] = v.detach().clone()
+        return original(v)
+
+    monkeypatch.setattr(model.rbms[1], "loss", spy)
+    model.on_epoch_start(1)
+    loss, logs = model.loss((x, y))
+    loss.backward()
+    expected = model.rbms[0].hidden_probs(x.reshape(10, -1)).detach()
+    assert torch.allclose(seen["layer1"], expected)
+    # Probabilities, not samples and not the pixels: the input statistics are those of p(h1 | x).
+    assert bool(((seen["layer1"] > 0) & (seen["layer1"] < 1)).all())
+    assert not bool(((seen["layer1"] == 0) | (seen["layer1"] == 1)).all())
+    assert seen["layer1"].mean() == pytest.approx(float(expected.mean()))
+    assert seen["layer1"].std() == pytest.approx(float(expected.std()))
+    assert logs["layer"] == 1.0
+    assert model.rbms[1].W.grad is not None
+    assert model.rbms[0].W.grad is None and model.top.W.grad is None  # frozen below, untouched above
+
+    captured = {}
+    original_top = model._top_cd_loss
+
+    def spy_top(pen, labels, k, persistent=False):
+        captured.update(pen=pen.detach().clone(), labels=labels.clone(), persistent=persistent)
+        return original_top(pen, labels, k, persistent)
+
+    monkeypatch.setattr(model, "_top_cd_loss", spy_top)
+    model.on_epoch_start(2)
+    model.loss((x, y))[0].backward()
+    assert torch.allclose(captured["pen"], model.up_probs(x.reshape(10, -1), 2).detach())
+    assert torch.equal(captured["labels"], torch.nn.functional.one_hot(y, 4).float())
+    assert captured["persistent"] is False
+
+
+def test_sample_softmax_draws_one_hot_rows_with_the_right_frequencies():
+    probs = torch.tensor([0.1, 0.2, 0.7]).expand(40000, 3)
+    draws = sample_softmax(probs, torch.Generator().manual_seed(0))
+    assert torch.equal(draws.sum(1), torch.ones(40000))
+    assert torch.allclose(draws.mean(0), torch.tensor([0.1, 0.2, 0.7]), atol=0.01)
+
+
+def small_random_dbn(seed: int = 0) -> DBN:
+    torch.manual_seed(seed)
+    model = DBN(DBNConfig(layers=(6, 3), n_labels=2, epochs_per_layer=(1,)))
+    with torch.no_grad():
+        model.top.W.normal_(0.0, 1.5)
+        model.top.b.normal_(0.0, 1.0)
+        model.top.c.normal_(0.0, 1.0)
+    return model
+
+
+def histogram(samples: torch.Tensor) -> torch.Tensor:
+    index = (samples.reshape(samples.shape[0], -1) * (2 ** torch.arange(5, -1, -1))).sum(1).long()
+    return torch.bincount(index, minlength=64).double() / samples.shape[0]
+
+
+def test_label_clamped_gibbs_sampling_matches_the_exact_conditional():
+    # A single labelled RBM: sample() returns the visible states, whose law is p(v | label) ∝ exp(-F([v, e_label])).
+    model = small_random_dbn()
+    states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)))
+    for label in (0, 1):
+        exact = torch.softmax(-model.top.free_energy(
+            torch.cat([states, torch.nn.functional.one_hot(torch.full((64,), label), 2).float()], 1)).double(), 0)
+        samples = model.sample(20000, label=label, steps=30, generator=torch.Generator().manual_seed(label))
+        assert 0.5 * float((histogram(samples) - exact).abs().sum()) < 0.04
+    joint = torch.stack([-model.top.free_energy(torch.cat([states, torch.eye(2)[k].expand(64, 2)], 1))
+                         for k in range(2)], 1)
+    marginal = torch.softmax(joint.reshape(-1).double(), 0).reshape(64, 2).sum(1)
+    free = model.sample(20000, steps=30, generator=torch.Generator().manual_seed(5))  # labels sampled too
+    assert 0.5 * float((histogram(free) - marginal).abs().sum()) < 0.04
+
+
+def test_label_free_energies_are_the_top_rbm_free_energy_of_each_label():
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(64, 16, 20), n_labels=4, epochs_per_layer=(1,)))
+    with torch.no_grad():
+        model.top.W.normal_(0.0, 0.3)
+    x = toy_batch()[0].reshape(10, -1)
+    pen = model.up_probs(x, 1)
+    expected = torch.stack([model.top.free_energy(torch.cat([pen, torch.eye(4)[k].expand(10, 4)], 1))
+                            for k in range(4)], 1)
+    assert torch.allclose(model.label_free_energies(x), expected, atol=1e-5)
+    assert torch.equal(model.classify(x), expected.argmin(1))
+
+
+def test_updown_trains_recognition_generative_and_top_weights_only():
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,), updown_epochs=1))
+    model.on_epoch_start(3)
+    assert model.stage == "updown" and bool(model.untied)
+    for layer in range(2):
+        assert torch.equal(model.gen_weights[layer], model.rbms[layer].W)
+        assert torch.equal(model.gen_biases[layer], model.rbms[layer].b)
+    loss, logs = model.loss(toy_batch())
+    loss.backward()
+    assert {"wake_recon_ce_nats", "sleep_ce_nats", "cd_gap"} <= logs.keys()
+    for layer in range(2):
+        assert model.gen_weights[layer].grad is not None and model.gen_biases[layer].grad is not None
+        assert model.rbms[layer].W.grad is not None and model.rbms[layer].c.grad is not None  # recognition
+        assert model.rbms[layer].b.grad is None  # replaced by the generative biases
+    assert model.top.W.grad is not None
+
+
+def test_untying_keeps_the_generative_model():
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,), updown_epochs=1))
+    with torch.no_grad():
+        for rbm in model.rbms:
+            rbm.W.normal_(0.0, 0.3)
+    before = model.sample(5, steps=3, label=1, generator=torch.Generator().manual_seed(0))
+    model.untie()
+    after = model.sample(5, steps=3, label=1, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_labels_outside_the_range_are_config_errors():
+    model = DBN(DBNConfig(layers=(64, 16), n_labels=10, epochs_per_layer=(1,)))
+    for bad in (10, -1, 2.5, "seven", [1, 2]):
+        with pytest.raises(ConfigError, match="label"):
+            model.sample(3, label=bad, steps=1)
+    unlabelled = DBN(DBNConfig(layers=(64, 16), n_labels=0, epochs_per_layer=(1,)))
+    with pytest.raises(ConfigError, match="no label units"):
+        unlabelled.sample(2, label=3, steps=1)
+    with pytest.raises(ConfigError, match="unknown option"):
+        model.sample(2, temperature=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- through the engine
+
+
+def test_all_stages_through_the_trainer_resume_exactly_and_sample(tiny_images, tmp_path, capsys):
+    stages = ["model.layers=[64,16,32]", "model.n_labels=4", "model.epochs_per_layer=[1]", "model.pcd_epochs=1",
+              "model.n_chains=8", "model.updown_epochs=1", "model.sample_steps=5", "train.epochs=4",
+              "train.checkpoint_every=10"]
+    straight = train(run_config("dbn", tiny_images, tmp_path / "a", *stages))
+    partial = train(run_config("dbn", tiny_images, tmp_path / "b", *stages, "train.max_steps=70"))  # in PCD
+    train(run_config("dbn", tiny_images, tmp_path / "b", *stages), resume_dir=partial)
+    for run in (straight, partial):
+        assert ckpt.latest_checkpoint(run).name == "step-000000112"
+    first, second = (ckpt.read_model_file(ckpt.latest_checkpoint(r) / ckpt.MODEL_FILE)[0] for r in (straight, partial))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    chains = [ckpt.load_train_state(ckpt.latest_checkpoint(r) / ckpt.STATE_FILE)["model_extra"]["top_chains"]
+              for r in (straight, partial)]
+    assert chains[0].shape == (8, 20) and torch.equal(chains[0], chains[1])
+    assert list((straight / "samples").glob("samples-step*.png"))
+
+    model, _ = load_model(straight)
+    images = model.sample(6, label=2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (6, 1, 8, 8) and 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    start = toy_batch(3)[0]
+    frames = model.sample_chain(3, steps=7, every=2, init=start, label=[0, 1, 3],
+                                generator=torch.Generator().manual_seed(0))
+    assert frames.shape == (4, 3, 1, 8, 8) and torch.equal(frames[0], start)
+    metrics = model.evaluate([toy_batch(16)])
+    assert {"test_error_pct", "test_recon_ce_nats", "n_test"} <= metrics.keys()
+
+    assert main(["sample", str(straight), "--n", "4", "--label", "3", "--steps", "5",
+                 "--out", str(tmp_path / "threes.png")]) == 0
+    assert (tmp_path / "threes.png").is_file()
+    assert main(["sample", str(straight), "--label", "12"]) == 2
+    assert "label must be an integer in 0-3" in capsys.readouterr().err
+
+
+def test_label_clamping_draws_the_clamped_class_on_a_toy_task(tiny_images, tmp_path):
+    run = train(run_config("dbn", tiny_images, tmp_path, "model.layers=[64,32,128]", "model.n_labels=4",
+                           "model.epochs_per_layer=[3,10]", "train.epochs=13", "model.sample_steps=5"))
+    model, _ = load_model(run)
+    generator = torch.Generator().manual_seed(0)
+    accuracy = [bar_accuracy(model.sample(50, label=label, steps=1000, generator=generator), label)
+                for label in range(4)]
+    assert sum(accuracy) / 4 >= 0.9, accuracy
+
+
+def test_classifier_finetuning_improves_accuracy_on_a_toy_task(tiny_images, tmp_path):
+    run = train(run_config("dbn-classifier", tiny_images, tmp_path, "model.dbn.layers=[64,32,32]",
+                           "model.dbn.n_labels=4", "model.dbn.epochs_per_layer=[1]", "model.dbn.sample_steps=5",
+                           "train.epochs=8"))
+    model, run_config_ = load_model(run)
+    test = list(build_data(run_config_.data, seed=0, splits=("test",)).test)
+    after = model.evaluate(test)
+    pretrained_only = DBNClassifier(run_config_.model)
+    pretrained_only.dbn.load_state_dict(model.dbn.state_dict())
+    pretrained_only.copy_from_dbn()  # the network exactly as fine-tuning started
+    before = pretrained_only.evaluate(test)
+    assert after["test_error_pct"] <= before["test_error_pct"] - 20.0
+    assert after["test_ce_nats"] < before["test_ce_nats"]
+    assert before["test_generative_error_pct"] == after["test_generative_error_pct"]  # the DBN is kept as is
+    assert model.sample(2, steps=3, label=1).shape == (2, 1, 8, 8)  # samples come from the kept DBN
+
+
+def test_classifier_starts_from_a_dbn_run(tiny_images, tmp_path):
+    dbn_run = train(run_config("dbn", tiny_images, tmp_path / "dbn", "model.layers=[64,16,24]", "model.n_labels=4",
+                               "model.epochs_per_layer=[1]", "train.epochs=2", "model.sample_steps=5"))
+    source, _ = load_model(dbn_run)
+    run = train(run_config("dbn-classifier", tiny_images, tmp_path / "cls", f"model.init_from={dbn_run}",
+                           "model.dbn.layers=[64,8]", "train.epochs=1", "train.max_steps=1"))
+    model, config = load_model(run)
+    assert tuple(config.model.dbn.layers) == (64, 16, 24)  # the architecture of the run it started from
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.dbn.state_dict()[key], value), key
+    assert model.evaluate([toy_batch(8)])["n_test"] == 8.0
+    with pytest.raises(ConfigError, match="init_from"):
+        DBNClassifier.adapt_config(DBNClassifierConfig(init_from=str(tmp_path / "missing")),
+                                   DataInfo(kind="image", shape=(1, 8, 8), num_classes=4))
+
+
+def test_random_init_classifier_has_nothing_to_sample(tiny_images, tmp_path):
+    run = train(run_config("dbn-classifier", tiny_images, tmp_path, "model.dbn.layers=[64,8]", "model.pretrain=false",
+                           "model.dbn.n_labels=4", "train.epochs=1", "train.max_steps=1"))
+    model, _ = load_model(run)
+    with pytest.raises(ConfigError, match="random init"):
+        model.sample(2)
