@@ -102,9 +102,11 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resume_matches(tiny_im
     resumed = subprocess.run([sys.executable, "-m", "genlab", "train", "--resume", str(run_dir), "--set",
                               "train.threads=1"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    config = tiny_config(tiny_images, tmp_path / "straight", "train.epochs=60", "train.sample_every=0",
-                         "train.log_every=50", "optim.schedule=constant", "optim.momentum=0.0",
-                         "optim.final_momentum=null", "train.threads=1")
+    # The uninterrupted twin: the same resolved config (preset defaults included), another output directory.
+    from genlab.config import load_yaml
+
+    config = build_run_config(apply_overrides(load_yaml(run_dir / "config.yaml"),
+                                              [f"train.out_dir={tmp_path / 'straight'}"]))
     straight = train(config)
     assert_same(final_state(straight), final_state(run_dir))
     rows = [r for r in metric_rows(run_dir) if r.get("split") == "train"]
