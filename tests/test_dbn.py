@@ -17,6 +17,12 @@ from genlab.train.checkpoint import load_model
 from genlab.train.run import train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids OpenMP spin-waiting on a busy machine."""
+    torch.set_num_threads(1)
+
+
 def run_config(model_name: str, dataset: Path, out: Path, *extra: str):
     overrides = [f"data.dataset={dataset}", "data.val_size=64", "data.batch_size=16", "optim.name=sgd",
                  "optim.lr=0.1", "optim.momentum=0.5", "train.num_samples=8", "train.progress=false",
@@ -76,6 +82,20 @@ def test_stage_schedule_follows_the_epochs():
                       ("updown", 2), ("updown", 2), ("updown", 2), ("updown", 2)]
     assert config.total_epochs == 7
     assert DBNConfig(layers=(64, 16), epochs_per_layer=(3,)).stage_of_epoch(10) == ("greedy", 0)
+
+
+def test_classifier_stages_and_fine_tuning_learning_rate_decay():
+    config = DBNClassifierConfig(dbn=DBNConfig(layers=(64, 16, 20), n_labels=4, epochs_per_layer=(1,), pcd_epochs=1),
+                                 n_classes=4, finetune_lr_scale=0.5, finetune_lr_decay=0.9)
+    assert config.pretrain_epochs == 3
+    model = DBNClassifier(config)
+    model.on_epoch_start(2)
+    assert model.pretraining and model.dbn.stage == "pcd"
+    model.on_epoch_start(5)
+    assert not model.pretraining and bool(model.finetuning)
+    assert model.loss_scale == pytest.approx(0.5 * 0.9 ** 2)
+    assert torch.equal(model.head.weight, model.dbn.top.W[:, 16:].T)  # p(label | top) of the top RBM
+    assert DBNClassifierConfig(init_from="somewhere").pretrain_epochs == 0
 
 
 # ---------------------------------------------------------------------------------------------- the math
@@ -302,3 +322,20 @@ def test_random_init_classifier_has_nothing_to_sample(tiny_images, tmp_path):
     model, _ = load_model(run)
     with pytest.raises(ConfigError, match="random init"):
         model.sample(2)
+
+
+@pytest.mark.slow
+def test_hinton2006_benchmark_smoke_run(data_dir, tmp_path):
+    from genlab.bench.dbn_bench import hinton2006_records
+
+    records, notes = hinton2006_records(
+        tmp_path, data_dir=str(data_dir), samples_per_label=3, sample_steps=5, classifier_epochs=1,
+        classifier_limit=1000, use_judge=False,
+        overrides=["model.dbn.layers=[784,16,16,32]", "model.dbn.epochs_per_layer=[1]", "model.dbn.pcd_epochs=1",
+                   "model.dbn.updown_epochs=1", "data.limit=500", "train.epochs=5", "model.dbn.sample_steps=5"])
+    metrics = {record["metric"]: record for record in records}
+    assert {"test_error_pct", "train_wall_s", "train_cpu_s", "label_recognised_pct",
+            "judge_test_accuracy_pct"} <= metrics.keys()
+    assert metrics["test_error_pct"]["reference"]["value"] == 1.25
+    assert 0.0 <= metrics["label_recognised_pct"]["value"] <= 100.0
+    assert any("per label" in note for note in notes)

@@ -27,6 +27,12 @@ from genlab.train.checkpoint import load_model
 from genlab.train.run import train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small matrices: one thread avoids OpenMP spin-waiting on a busy machine."""
+    torch.set_num_threads(1)
+
+
 def random_patterns(count: int, n_units: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.where(torch.rand(count, n_units, generator=generator) < 0.5, -1.0, 1.0)
@@ -234,3 +240,15 @@ def test_mnist_digits_need_the_projection_rule(data_dir):
         results[rule] = model.recall_stats(generator=torch.Generator().manual_seed(0))
     assert results["projection"]["recall_accuracy_pct"] >= 90.0
     assert results["hebbian"]["overlap"] < results["projection"]["overlap"]
+
+
+def test_capacity_benchmark_draws_the_curve_and_records_the_critical_load(tmp_path):
+    from genlab.bench.hopfield_bench import capacity_records
+
+    records, notes = capacity_records(tmp_path, n_units=60, loads=[0.05, 0.15, 0.4], trials=1, steps=5)
+    assert (tmp_path / "hopfield_capacity.png").stat().st_size > 1000
+    critical = records[0]
+    assert critical["metric"] == "critical_load" and critical["unit"] == "P/N"
+    assert 0.05 <= critical["value"] <= 0.4
+    assert {"model", "dataset", "metric", "value", "unit"} <= records[1].keys()
+    assert "hopfield_capacity.png" in notes[0]

@@ -11,7 +11,9 @@ import torch
 
 from genlab.bench import BenchContext, benchmark
 
-AGS_CRITICAL_LOAD = {"value": 0.138, "source": "Amit, Gutfreund & Sompolinsky 1985 (N -> infinity)"}
+# Higher is better in the sense of more capacity; finite N also lands above the N -> infinity value.
+AGS_CRITICAL_LOAD = {"value": 0.138, "source": "Amit, Gutfreund & Sompolinsky 1985 (N -> infinity)",
+                     "higher_is_better": True}
 
 
 def plot_capacity(curve: dict[str, list[float]], critical: float, n_units: int, path: Path) -> Path:
@@ -84,8 +86,8 @@ def mnist_recall_records(work_dir: Path, *, device: str = "cpu", data_dir: str |
                   "wall_s": wall}
         corruption = f"{100 * metrics['corruption']:.0f}% flipped"
         records += [
-            {**common, "metric": f"recall_accuracy_pct ({corruption})", "value": round(metrics["recall_accuracy_pct"], 2),
-             "unit": "%"},
+            {**common, "metric": f"recall_accuracy_pct ({corruption})",
+             "value": round(metrics["recall_accuracy_pct"], 2), "unit": "%"},
             {**common, "metric": f"overlap ({corruption})", "value": round(metrics["overlap"], 4), "unit": "overlap"},
             {**common, "metric": f"bit_error_pct ({corruption})", "value": round(metrics["bit_error_pct"], 3),
              "unit": "%"},

@@ -270,7 +270,9 @@ def _sample_quality_section(documents: list[dict]) -> list[str]:
              "features, not Inception-v3: they compare only with each other for the same dataset and judge "
              "checksum, never with published FID/KID.** \"real test images (floor)\" is what held-out real data "
              "scores; a generator below it may be copying its training set. Class entropy of a uniform "
-             "10-class histogram is ln 10 = 2.303 nats.", ""] + _table(header, table))
+             "10-class histogram is ln 10 = 2.303 nats. Confidence alone is no quality measure: a classifier "
+             "can be confidently wrong on noise (see the uniform-noise rows), so read it with the class "
+             "entropy and FD.", ""] + _table(header, table))
 
 
 def _details_section(documents: list[dict]) -> list[str]:

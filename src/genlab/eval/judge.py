@@ -6,7 +6,9 @@ training files it was trained on. Its penultimate layer (128 features after a Re
 pool features play in FID/KID:
 
 * **classifier confidence**: the mean of max-class probability and the fraction of images whose max-class
-  probability exceeds 0.9 (how often the judge "recognises" a sample);
+  probability exceeds 0.9 (how often the judge "recognises" a sample). Never read it alone: like most
+  classifiers, the MNIST judge is confidently wrong on out-of-distribution input (uniform noise gets
+  near-certain votes for a single class), which the class entropy and FD expose;
 * **class histogram** of the judge's argmax labels and its **entropy in nats** (log 10 = 2.303 nats for ten
   equally frequent classes; mode collapse lowers it);
 * **Fréchet distance** (FD) between Gaussians fitted to judge features of two image sets (Heusel et al. 2017,

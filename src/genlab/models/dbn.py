@@ -199,6 +199,8 @@ class DBN(GenerativeModel):
     weights. Before that, generation uses the tied weights.
     """
 
+    ddp_find_unused_parameters = True  # only the current stage's parameters get gradients
+
     kind = "image"
     supports_amp = False
 
@@ -381,7 +383,8 @@ class DBN(GenerativeModel):
         logs = {"recon_ce_nats": float(recon_ce) / pen.shape[0], "cd_gap": float(cd_gap.detach()),
                 "hidden_mean": float(hidden_probs.mean())}
         if self.config.n_labels:
-            logs["label_recon_acc"] = float((pre[:, self.config.pen_size:].argmax(1) == labels.argmax(1)).float().mean())
+            recon_labels = pre[:, self.config.pen_size:].argmax(1)
+            logs["label_recon_acc"] = float((recon_labels == labels.argmax(1)).float().mean())
         return cd_gap, logs
 
     def _persistent_chains(self, v_data: Tensor) -> Tensor:
@@ -662,10 +665,13 @@ class DBNClassifierConfig:
     init_from: str | None = None  # a `dbn` run or checkpoint directory to start from instead of pretraining
     n_classes: int = 10  # set from the data
     finetune_lr_scale: float = 1.0  # multiplies the cross-entropy (with SGD: the fine-tuning learning rate)
+    finetune_lr_decay: float = 1.0  # ... times this per fine-tuning epoch (the Trainer's schedule spans all stages)
 
     def __post_init__(self) -> None:
         _check(self.n_classes >= 2, f"model.n_classes must be >= 2, got {self.n_classes}")
         _check(self.finetune_lr_scale > 0.0, f"model.finetune_lr_scale must be > 0, got {self.finetune_lr_scale}")
+        _check(0.0 < self.finetune_lr_decay <= 1.0,
+               f"model.finetune_lr_decay must be in (0, 1], got {self.finetune_lr_decay}")
         _check(not self.init_from or str(self.init_from).strip(), "model.init_from must be a run directory")
 
     @property
@@ -706,6 +712,8 @@ class DBNClassifier(GenerativeModel):
     and trained by cross-entropy. Without pretraining or ``init_from`` the net keeps its random init.
     """
 
+    ddp_find_unused_parameters = True  # only the current stage's parameters get gradients
+
     kind = "image"
     supports_amp = False
 
@@ -717,6 +725,7 @@ class DBNClassifier(GenerativeModel):
         self.head = nn.Linear(layers[-1], config.n_classes)
         self.register_buffer("finetuning", torch.zeros((), dtype=torch.bool))
         self.pretraining = config.pretrain_epochs > 0
+        self.loss_scale = config.finetune_lr_scale  # of the cross-entropy, set per epoch by on_epoch_start
 
     @classmethod
     def adapt_config(cls, config: DBNClassifierConfig, info: DataInfo) -> DBNClassifierConfig:
@@ -734,8 +743,7 @@ class DBNClassifier(GenerativeModel):
             if tuple(config.layers) != tuple(self.config.dbn.layers) or config.n_labels != self.config.dbn.n_labels:
                 raise ConfigError(f"model.init_from={self.config.init_from} has layers {list(config.layers)} with "
                                   f"{config.n_labels} labels, not {list(self.config.dbn.layers)}")
-            self.dbn = DBN(config).to(self.head.weight.device)
-            self.dbn.load_state_dict(tensors, strict=True)
+            self.dbn.load_state_dict(tensors, strict=True)  # adapt_config gave self.dbn this architecture
         elif self.config.pretrain:
             self.dbn.init_from_data(batches)
 
@@ -747,6 +755,8 @@ class DBNClassifier(GenerativeModel):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.pretraining = epoch < self.config.pretrain_epochs
+        finetune_epoch = max(0, epoch - self.config.pretrain_epochs)
+        self.loss_scale = self.config.finetune_lr_scale * self.config.finetune_lr_decay ** finetune_epoch
         if self.pretraining:
             self.dbn.on_epoch_start(epoch)
         elif not bool(self.finetuning):
@@ -774,14 +784,15 @@ class DBNClassifier(GenerativeModel):
         return self.head(h)
 
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
-        """DBN pretraining loss, then ``finetune_lr_scale`` × cross-entropy (logs ``ce_nats``, ``error_pct``)."""
+        """DBN pretraining loss, then ``finetune_lr_scale · finetune_lr_decay^(fine-tuning epoch)`` × cross-entropy
+        (logs ``ce_nats``, ``error_pct``)."""
         if self.pretraining:
             return self.dbn.loss(batch)
         x, y = self._labelled(batch)
         logits = self.logits(x)
         ce = F.cross_entropy(logits, y)
         error = (logits.detach().argmax(1) != y).float().mean()
-        return self.config.finetune_lr_scale * ce, {"ce_nats": float(ce.detach()), "error_pct": 100.0 * float(error)}
+        return self.loss_scale * ce, {"ce_nats": float(ce.detach()), "error_pct": 100.0 * float(error)}
 
     def _labelled(self, batch: Any) -> tuple[Tensor, Tensor]:
         x, y = _images_and_labels(batch, self.config.dbn.layers[0], "DBN classifier")

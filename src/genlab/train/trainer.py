@@ -95,7 +95,8 @@ class Trainer:
 
             # Buffers such as persistent chains are per-rank state, not something to overwrite from rank 0.
             self.network = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+                find_unused_parameters=model.ddp_find_unused_parameters)
         self.optimizer = build_optimizer(model, config.optim)
         self.steps_per_epoch = len(data.train)
         if self.steps_per_epoch == 0:
