@@ -24,7 +24,7 @@ from torch import Tensor
 from genlab.bench import BenchContext, benchmark
 from genlab.errors import ConfigError
 from genlab.models.char_rnn import CharLSTM, CharLSTMConfig
-from genlab.train.callbacks import Callback
+from genlab.train.callbacks import WallClockBudget
 
 NANOGPT_CHAR = {"value": 1.47, "source": "nanoGPT shakespeare-char val loss (GPU transformer, nats/char)"}
 THROUGHPUT_TARGET = {"value": 30.0, "source": "target: >= 30x", "higher_is_better": True}
@@ -155,23 +155,6 @@ def char_generation(ctx: BenchContext) -> list[dict]:
              "value": round(statistics.median(runs), 1), "unit": "chars/s", "reference": GENERATION_TARGET}]
 
 
-class TimeBudget(Callback):
-    """Asks the trainer to stop once ``seconds`` of wall time have passed since the fit started."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.started = math.nan
-        self.stopped_early = False
-
-    def on_fit_start(self, trainer) -> None:
-        self.started = time.perf_counter()
-
-    def on_step_end(self, trainer, logs) -> None:
-        if time.perf_counter() - self.started > self.seconds:
-            trainer.stop_requested = True
-            self.stopped_early = not trainer.finished
-
-
 def calibrated_epochs(seconds_per_step: float, steps_per_epoch: int, budget_s: float, *,
                       overhead: float = 0.08) -> int:
     """Whole epochs that fit in ``budget_s`` at ``seconds_per_step``, leaving ``overhead`` for validation, samples
@@ -220,7 +203,7 @@ def train_with_budget(config, budget_s: float, *, calibrate_steps: int = 20) -> 
     run_dir = new_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
-    budget = TimeBudget(budget_s)
+    budget = WallClockBudget(budget_s)
     callbacks = default_callbacks(run_dir, config.train, True) + [budget]
     trainer = Trainer(model, config, data, device=device, run_dir=run_dir, callbacks=callbacks)
     seed_everything(config.train.seed)

@@ -27,7 +27,7 @@ from torch import Tensor
 from genlab.bench import BenchContext, benchmark
 from genlab.config import RunConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
 from genlab.data.datasets import build_data
-from genlab.train.callbacks import Callback, default_callbacks
+from genlab.train.callbacks import WallClockBudget, default_callbacks
 from genlab.train.run import build_model, new_run_dir
 from genlab.train.trainer import Trainer, build_optimizer, seed_everything
 
@@ -133,20 +133,6 @@ def bench_step_time(ctx: BenchContext) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- samples after a budget
-
-
-class WallClockBudget(Callback):
-    """Requests a stop once ``budget_s`` seconds have passed since ``started`` (a ``time.perf_counter`` value)."""
-
-    def __init__(self, budget_s: float, started: float):
-        self.budget_s = budget_s
-        self.started = started
-        self.stopped_early = False
-
-    def on_step_end(self, trainer, logs) -> None:
-        if time.perf_counter() - self.started >= self.budget_s and not trainer.finished:
-            trainer.stop_requested = True
-            self.stopped_early = True
 
 
 def train_for_budget(budget_s: float, *, work_dir: Path, device: str = "cpu", data_dir: str | None = None,

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from genlab.bench import BenchContext, benchmark
 from genlab.config import RunConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
 from genlab.data.datasets import DataBundle, build_data
-from genlab.train.callbacks import Callback, MetricsCallback, default_callbacks
+from genlab.train.callbacks import WallClockBudget, MetricsCallback, default_callbacks
 from genlab.train.run import build_model
 from genlab.train.trainer import Trainer, seed_everything
 
@@ -182,20 +182,6 @@ def bench_trainer_overhead(ctx: BenchContext) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- NLL in a budget
-
-
-class WallClockBudget(Callback):
-    """Stops training once ``budget_s`` seconds have passed since ``started`` (a ``time.perf_counter`` value)."""
-
-    def __init__(self, budget_s: float, started: float):
-        self.budget_s = budget_s
-        self.started = started
-        self.stopped_early = False
-
-    def on_step_end(self, trainer, logs) -> None:
-        if time.perf_counter() - self.started >= self.budget_s and not trainer.finished:
-            trainer.stop_requested = True
-            self.stopped_early = True
 
 
 def _seconds_per_step(model, config: RunConfig, data: DataBundle, steps: int) -> float:

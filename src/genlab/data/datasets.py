@@ -87,12 +87,12 @@ def _build_images(cfg: DataConfig, *, seed: int, rank: int, world_size: int, spl
         images, val_images = images[: -cfg.val_size], images[-cfg.val_size:]
         labels, val_labels = labels[: -cfg.val_size], labels[-cfg.val_size:]
 
-    train_transform = None
-    if cfg.binarize == "dynamic":
-        def train_transform(batch, generator):
-            x, y = batch
-            return _output_scale(transforms.stochastic_binarize(x, generator), cfg), y
-    else:
+    def dynamic_binarization(batch, generator):
+        x, y = batch
+        return _output_scale(transforms.stochastic_binarize(x, generator), cfg), y
+
+    train_transform = dynamic_binarization if cfg.binarize == "dynamic" else None
+    if cfg.binarize != "dynamic":
         images = _output_scale(_fixed_binarization(images, cfg, salt=0), cfg)
 
     train = BatchLoader((images, labels), cfg.batch_size, shuffle=True, seed=seed, transform=train_transform,

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,25 @@ class CheckpointCallback(Callback):
 
     def on_fit_end(self, trainer) -> None:
         self.save(trainer)
+
+
+class WallClockBudget(Callback):
+    """Asks the trainer to stop once ``budget_s`` seconds of wall time have passed since ``started``
+    (a ``time.perf_counter()`` value; default: when the fit starts). Benchmarks use it to train "for 30 minutes"."""
+
+    def __init__(self, budget_s: float, started: float | None = None):
+        self.budget_s = budget_s
+        self.started = started
+        self.stopped_early = False
+
+    def on_fit_start(self, trainer) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def on_step_end(self, trainer, logs) -> None:
+        if time.perf_counter() - self.started >= self.budget_s and not trainer.finished:
+            trainer.stop_requested = True
+            self.stopped_early = True
 
 
 def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool) -> list[Callback]:
