@@ -101,6 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", help="comma-separated benchmark names")
     bench.add_argument("--results", default="benchmarks/results", help="directory for JSON results")
     bench.add_argument("--report", default="BENCHMARKS.md")
+    bench.add_argument("--budget-minutes", dest="budget_minutes", type=float,
+                       help="wall-clock training budget for benchmarks that train for a time (default: theirs)")
 
     _add_judge_parser(commands)
 
@@ -256,7 +258,11 @@ def _cmd_bench(args) -> int:
     from genlab.bench import run_benchmarks
 
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    return run_benchmarks(args.suite, only=only, results_dir=Path(args.results), report=Path(args.report))
+    if args.budget_minutes is not None and not args.budget_minutes > 0:
+        raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    budget_s = args.budget_minutes * 60 if args.budget_minutes else None
+    return run_benchmarks(args.suite, only=only, results_dir=Path(args.results), report=Path(args.report),
+                          train_budget_s=budget_s)
 
 
 def _cmd_serve(args) -> int:

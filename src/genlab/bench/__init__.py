@@ -48,6 +48,11 @@ class BenchContext:
     data_dir: str | None
     work_dir: Path
     notes: list[str] = field(default_factory=list)
+    # Wall-clock training budget for benchmarks that train "for N minutes"; None: each benchmark's default.
+    train_budget_s: float | None = None
+
+    def budget(self, default_s: float) -> float:
+        return self.train_budget_s if self.train_budget_s else default_s
 
 
 _BENCHMARKS: dict[str, Benchmark] = {}
@@ -130,7 +135,7 @@ def machine_info() -> dict:
 
 
 def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, report: Path,
-                   device: str = "auto", data_dir: str | None = None) -> int:
+                   device: str = "auto", data_dir: str | None = None, train_budget_s: float | None = None) -> int:
     """Run the selected benchmarks, write one JSON file each, regenerate the report. Exit code 1 if any failed."""
     import torch
 
@@ -144,10 +149,12 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
     commit = git_commit()
     machine = machine_info()
     failures = 0
+    initial_threads = torch.get_num_threads()
     for bench in selected:
         work_dir = results_dir.parent / "work" / bench.name
         work_dir.mkdir(parents=True, exist_ok=True)
-        ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir)
+        ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir,
+                           train_budget_s=train_budget_s)
         started = time.perf_counter()
         print(f"[bench] {bench.name} ({suite}) ...", flush=True)
         try:
@@ -171,7 +178,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, path)
         print(f"[bench] {bench.name}: {status} in {wall:.1f} s -> {path}", flush=True)
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(initial_threads)  # a benchmark may have changed it
     from genlab.bench.report import write_report
 
     write_report(results_dir, report)

@@ -4,7 +4,7 @@
   steps, the seed's network) with 2 torch threads (and 1, for a contention-robust CPU-time figure), timed on
   MNIST batches after warm-up. Reference: the seed's Keras/TF2 eager recipe takes about 4.2 s per step on the
   project's 2-core machine (issue 8); the target is <= 1.0 s. On a GPU the same figure is recorded for the GPU.
-* ``ebm_mnist_samples`` (full): train ``ebm-mnist`` for a wall-clock budget (``GENLAB_EBM_BUDGET_S``, default one
+* ``ebm_mnist_samples`` (full): train ``ebm-mnist`` for a wall-clock budget (``genlab bench --budget-minutes``, default one
   hour; never beyond the preset's 60 epochs), draw 1000 samples from uniform noise with 1000 Langevin steps, and
   report energy-based OOD AUROCs (MNIST test vs Fashion-MNIST test and vs noise). When :mod:`genlab.eval.judge`
   provides its sample metrics, also the % of samples it recognises with confidence > 0.9 (target >= 80%), the
@@ -35,7 +35,7 @@ SEED_KERAS_STEP = {"value": 4.2, "source": "seed Keras/TF2 eager recipe, same 2-
 STEP_TARGET_S = 1.0
 RECOGNISED_TARGET = {"value": 80.0, "source": "target (issue 8)"}
 ENTROPY_TARGET = {"value": 2.2, "source": "target (issue 8)"}
-TRAIN_BUDGET_S = float(os.environ.get("GENLAB_EBM_BUDGET_S", 3600))
+TRAIN_BUDGET_S = 3600.0
 N_SAMPLES = 1000
 SAMPLE_STEPS = 1000
 
@@ -251,7 +251,7 @@ def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", dat
 @benchmark("ebm_mnist_samples", suites=("full",),
            description="ebm-mnist trained for a wall-clock budget: 1000 samples from noise judged; OOD AUROC")
 def bench_samples(ctx: BenchContext) -> list[dict]:
-    result = train_and_judge(budget_s=TRAIN_BUDGET_S, work_dir=ctx.work_dir, device=ctx.device,
+    result = train_and_judge(budget_s=ctx.budget(TRAIN_BUDGET_S), work_dir=ctx.work_dir, device=ctx.device,
                              data_dir=ctx.data_dir)
     common = {"model": "ebm", "dataset": "mnist", "preset": "ebm-mnist"}
     records = [

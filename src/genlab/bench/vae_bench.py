@@ -264,7 +264,7 @@ def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_sam
 
 
 def _nll_records(ctx: BenchContext, preset: str, reference: float, label: str) -> list[dict]:
-    result = train_and_evaluate(preset, budget_s=TRAIN_BUDGET_S, test_images=EVAL_TEST_IMAGES,
+    result = train_and_evaluate(preset, budget_s=ctx.budget(TRAIN_BUDGET_S), test_images=EVAL_TEST_IMAGES,
                                 iw_samples=EVAL_IW_SAMPLES, work_dir=ctx.work_dir, data_dir=ctx.data_dir)
     n_test = int(result["n_test"])
     ctx.notes.append(
