@@ -361,7 +361,11 @@ def _plot_papers(documents, plt):
     measured = [e for e in leaderboard_rows(documents) if isinstance(e.get("ours"), (int, float))]
     if not measured:
         return None
-    figure, axes = plt.subplots(1, len(measured), figsize=(2.8 * len(measured), 3.2), squeeze=False)
+    ncols = min(4, len(measured))
+    nrows = -(-len(measured) // ncols)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    for axis in list(axes.flat)[len(measured):]:
+        axis.axis("off")
     for axis, entry in zip(axes.flat, measured):
         axis.axhline(entry["paper"], color="tab:gray", linestyle="--", label="paper")
         stderr = entry.get("stderr") if isinstance(entry.get("stderr"), (int, float)) else None
