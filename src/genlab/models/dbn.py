@@ -696,8 +696,14 @@ def _dbn_checkpoint(path: str) -> tuple[DBNConfig, dict[str, Tensor]]:
         config = build_run_config(run_config)
     except (CheckpointError, ConfigError) as exc:
         raise ConfigError(f"model.init_from={path}: {exc}") from None
+    if config.model_name == "dbn-classifier":
+        # A classifier run keeps its pretrained generative DBN unchanged under ``dbn.``: fine-tune again from it.
+        if not config.model.has_generative:
+            raise ConfigError(f"model.init_from={path} is a dbn-classifier run without a pretrained DBN")
+        return config.model.dbn, {k[len("dbn."):]: v for k, v in tensors.items() if k.startswith("dbn.")}
     if config.model_name != "dbn":
-        raise ConfigError(f"model.init_from={path} is a {config.model_name} run; it must be a dbn run")
+        raise ConfigError(f"model.init_from={path} is a {config.model_name} run; it must be a dbn or "
+                          "dbn-classifier run")
     return config.model, tensors
 
 
@@ -746,6 +752,14 @@ class DBNClassifier(GenerativeModel):
             self.dbn.load_state_dict(tensors, strict=True)  # adapt_config gave self.dbn this architecture
         elif self.config.pretrain:
             self.dbn.init_from_data(batches)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Weight decay for the DBN's pretraining only. The fine-tuning loss is scaled by ``loss_scale`` (its
+        learning rate), which a fixed decay term would not follow: it would shrink the net as the scale decays."""
+        groups = self.dbn.param_groups(weight_decay)
+        net = [p for name, p in self.named_parameters() if not name.startswith("dbn.") and p.requires_grad]
+        groups.append({"params": net, "weight_decay": 0.0})
+        return groups
 
     def extra_state(self) -> dict[str, Any]:
         return self.dbn.extra_state()
