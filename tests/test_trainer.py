@@ -190,14 +190,20 @@ def test_weights_that_do_not_match_their_config_are_refused(tiny_images, tmp_pat
 
 
 def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731"]
+    import socket
+
+    with socket.socket() as probe:  # a free port, so a leftover or parallel run cannot collide with this one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                "--master_addr=127.0.0.1"]
     result = subprocess.run(
         torchrun + ["-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out", str(tmp_path),
                     "--device", "cpu", "--epochs", "2", "--set", "data.val_size=64", "--set", "data.batch_size=16",
                     "--set", "model.n_hidden=12", "--set", "model.persistent=true", "--set", "train.threads=1",
                     "--set", "model.sample_steps=20", "--set", "optim.name=sgd", "--set", "optim.lr=0.05"],
         capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[:3000]
     run_dirs = list(tmp_path.glob("rbm-*"))
     assert len(run_dirs) == 1, "only rank 0 may write a run directory"
     rows = metric_rows(run_dirs[0])
