@@ -201,12 +201,21 @@ def test_hopfield_panel_recalls_and_draws_energy(page, server, runs):
     open_panel(page, server.url, "hopfield")
     page.select_option("#hop-run", runs.get("hopfield"))
     page.wait_for_function("() => document.querySelector('#hop-stats').textContent.includes('energy')")
+    # Choosing a run loads a pattern and recalls it; let every request of that settle before stepping frames.
+    page.wait_for_load_state("networkidle")
     canvas = "() => document.querySelector('#hop-frame').toDataURL()"
-    final = page.evaluate(canvas)
+    label = "() => document.querySelector('#hop-frame-out').textContent"
     page.locator("#hop-frame-slider").focus()
+    page.keyboard.press("End")
+    page.wait_for_function(f"() => !({label[6:]}).startsWith('step 0') || "
+                           "document.querySelector('#hop-frame-slider').max === '0'")
+    final = page.evaluate(canvas)
     page.keyboard.press("Home")
-    page.wait_for_function(f"(before) => ({canvas[6:]}) !== before", arg=final)
-    assert page.inner_text("#hop-frame-out").startswith("step 0")
+    page.wait_for_function(f"() => ({label[6:]}).startsWith('step 0')")
+    first, last = page.inner_text("#hop-stats").split(";")[0].removeprefix("energy ").split(" → ")
+    assert page.inner_text("#hop-frame-out").startswith(f"step 0: energy {first}")
+    if first != last:  # recall changed the state, so frame 0 must look different from the final frame
+        assert page.evaluate(canvas) != final
     box = page.locator("#hop-editor").bounding_box()
     editor_before = page.evaluate("() => document.querySelector('#hop-editor').toDataURL()")
     page.mouse.move(box["x"] + 5, box["y"] + 5)
