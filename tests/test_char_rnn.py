@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_helpers import final_state
 import torch.nn.functional as F
 
 from genlab.config import DataConfig, apply_overrides, build_run_config
@@ -362,14 +363,6 @@ def test_one_batch_through_the_engine_and_back_from_the_checkpoint(tmp_path):
     metrics = model.evaluate(data.test)
     assert metrics["val_chars"] == len((LINES * 12)[int(len(LINES * 12) * 0.8):]) - 1
     assert 0 < metrics["val_nats_per_char"] < math.log(len(model.vocab)) + 0.1
-
-
-def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    latest = ckpt.latest_checkpoint(run_dir)
-    tensors, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
-    state = ckpt.load_train_state(latest / ckpt.STATE_FILE)
-    tensors.update({f"extra.{k}": v for k, v in state["model_extra"].items() if isinstance(v, torch.Tensor)})
-    return tensors
 
 
 def test_carried_state_resume_is_exact(tmp_path):

@@ -316,6 +316,25 @@ def test_classifier_starts_from_a_dbn_run(tiny_images, tmp_path):
                                    DataInfo(kind="image", shape=(1, 8, 8), num_classes=4))
 
 
+def test_fine_tuned_net_gets_no_weight_decay_and_a_classifier_run_can_seed_another(tiny_images, tmp_path):
+    # The fine-tuning loss carries the (decaying) learning rate; a fixed weight decay on the net would not follow
+    # it and would shrink the net as the scale falls, so only the DBN's pretraining parameters are decayed.
+    first = train(run_config("dbn-classifier", tiny_images, tmp_path / "a", "model.dbn.layers=[64,8]",
+                             "model.dbn.n_labels=4", "model.dbn.epochs_per_layer=[1]", "model.dbn.updown_epochs=0",
+                             "model.dbn.pcd_epochs=0", "train.epochs=2", "model.dbn.sample_steps=5"))
+    model, _ = load_model(first)
+    groups = model.param_groups(0.01)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    net = [p for name, p in model.named_parameters() if not name.startswith("dbn.")]
+    assert net and not decayed & {id(p) for p in net}
+    assert decayed <= {id(p) for p in model.dbn.parameters()} and decayed
+    second = train(run_config("dbn-classifier", tiny_images, tmp_path / "b", f"model.init_from={first}",
+                              "train.epochs=1", "train.max_steps=1"))
+    again, _ = load_model(second)
+    for key, value in model.dbn.state_dict().items():
+        assert torch.equal(again.dbn.state_dict()[key], value), key
+
+
 def test_random_init_classifier_has_nothing_to_sample(tiny_images, tmp_path):
     run = train(run_config("dbn-classifier", tiny_images, tmp_path, "model.dbn.layers=[64,8]", "model.pretrain=false",
                            "model.dbn.n_labels=4", "train.epochs=1", "train.max_steps=1"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_helpers import final_state
 
 from genlab.config import apply_overrides, build_run_config
 from genlab.errors import CheckpointError, TrainingError
@@ -27,14 +28,6 @@ def tiny_config(dataset: Path, out: Path, *extra: str):
                  "train.num_samples=16", "train.progress=false", "train.device=cpu", f"train.out_dir={out}",
                  "train.checkpoint_every=7", "train.log_every=5", *extra]
     return build_run_config(apply_overrides(base, overrides))
-
-
-def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    latest = ckpt.latest_checkpoint(run_dir)
-    tensors, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
-    state = ckpt.load_train_state(latest / ckpt.STATE_FILE)
-    tensors.update({f"extra.{k}": v for k, v in state["model_extra"].items() if isinstance(v, torch.Tensor)})
-    return tensors
 
 
 def assert_same(a: dict, b: dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -73,3 +75,19 @@ def check_unit_range(x: Tensor, what: str) -> None:
     low, high = float(values.min()), float(values.max())
     if low < 0.0 or high > 1.0:
         raise DataError(f"{what}: values must be in [0, 1], found {low:g}..{high:g}")
+
+
+def pixel_marginals(images: Iterable[Tensor], eps: float = 1e-3) -> Tensor:
+    """Mean of each pixel over all images of all batches, clamped to [eps, 1 - eps] so its logit is finite.
+
+    ``images``: batches of shape (B, ...) in [0, 1]; returns (...) in float64. Used to set Bernoulli output
+    biases to the data's base rates (Hinton's practical guide, section 8).
+    """
+    total, count = None, 0
+    for batch in images:
+        batch_sum = batch.sum(0, dtype=torch.float64)
+        total = batch_sum if total is None else total + batch_sum
+        count += batch.shape[0]
+    if count == 0:
+        raise DataError("no examples to compute pixel marginals from")
+    return (total / count).clamp(eps, 1.0 - eps)

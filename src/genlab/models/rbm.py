@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.data.transforms import pixel_marginals
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.eval.ais import (
     ais_confidence,
@@ -162,15 +163,7 @@ class RBM(GenerativeModel):
         of training examples in which pixel ``i`` is on; the same logits define the AIS base-rate model.
         Marginals are clamped to [1e-3, 1 - 1e-3]. Returns the marginals, (n_visible,).
         """
-        total = torch.zeros(self.config.n_visible, dtype=torch.float64, device=self.W.device)
-        count = 0
-        for batch in batches:
-            x = self._visible(batch)
-            total += x.sum(0, dtype=torch.float64)
-            count += x.shape[0]
-        if count == 0:
-            raise DataError("init_from_data got no examples")
-        marginals = (total / count).clamp(_MARGINAL_EPS, 1.0 - _MARGINAL_EPS)
+        marginals = pixel_marginals((self._visible(batch) for batch in batches), _MARGINAL_EPS)
         logits = torch.logit(marginals).to(self.W.dtype)
         self.b.copy_(logits)
         self.base_rate_logits.copy_(logits)

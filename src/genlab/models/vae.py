@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.data.transforms import pixel_marginals
 from genlab.errors import ConfigError, DataError
 from genlab.eval.iwae import (
     diag_gaussian_log_density,
@@ -247,15 +248,7 @@ class VAE(GenerativeModel):
         """
         if self.config.architecture != "mlp":
             return
-        total = torch.zeros(self.config.input_shape, dtype=torch.float64, device=self._anchor.device)
-        count = 0
-        for batch in batches:
-            x = self._images(batch)
-            total += x.sum(0, dtype=torch.float64)
-            count += x.shape[0]
-        if count == 0:
-            raise DataError("init_from_data got no examples")
-        marginals = (total / count).clamp(_MARGINAL_EPS, 1.0 - _MARGINAL_EPS)
+        marginals = pixel_marginals((self._images(batch) for batch in batches), _MARGINAL_EPS)
         output_layer = self.decoder[-2]
         output_layer.bias.copy_(torch.logit(marginals).reshape(-1).to(output_layer.bias.dtype))
 
