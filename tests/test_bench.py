@@ -176,3 +176,23 @@ def test_cli_reports_a_corrupt_results_file_on_one_line(tmp_path, capsys, monkey
     code = main(["bench", "--results", str(results), "--report", str(tmp_path / "B.md")])
     err = capsys.readouterr().err
     assert code == 2 and "old.json is corrupt" in err and len(err.strip().splitlines()) == 1
+
+
+def _with_picture(ctx):
+    grid = ctx.work_dir / "run" / "samples" / "manifold-step000000100.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    ctx.keep_picture(grid, "vae-fake-manifold.png", "fake VAE: manifold")
+    ctx.keep_picture(ctx.work_dir / "missing.png", "never.png", "a picture the run did not make")
+    return [{"model": "vae", "dataset": "mnist", "metric": "test_neg_elbo", "value": 100.0, "unit": "nats"}]
+
+
+def test_pictures_a_benchmark_keeps_are_copied_beside_the_results_and_shown(fake_registry, tmp_path, monkeypatch):
+    monkeypatch.setitem(FAKES, "vae_fake_pictures", Benchmark("vae_fake_pictures", _with_picture, ("quick",), "f"))
+    _, results, text = _run(tmp_path, only=["vae_fake_pictures"])
+    document = json.loads((results / "vae_fake_pictures.json").read_text())
+    assert document["pictures"] == {"fake VAE: manifold": "pictures/vae-fake-manifold.png"}
+    kept = results.parent / "pictures" / "vae-fake-manifold.png"
+    assert kept.read_bytes() == b"\x89PNG\r\n\x1a\nfake"  # a copy outside the (ignored) work directory
+    assert "![fake VAE: manifold](benchmarks/pictures/vae-fake-manifold.png)" in text
+    assert "never.png" not in text

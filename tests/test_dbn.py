@@ -173,13 +173,47 @@ def test_label_clamped_gibbs_sampling_matches_the_exact_conditional():
     for label in (0, 1):
         exact = torch.softmax(-model.top.free_energy(
             torch.cat([states, torch.nn.functional.one_hot(torch.full((64,), label), 2).float()], 1)).double(), 0)
-        samples = model.sample(20000, label=label, steps=30, generator=torch.Generator().manual_seed(label))
+        samples = model.sample(20000, label=label, steps=30, generator=torch.Generator().manual_seed(label),
+                               mean_field=False)  # binary states, whose law the test checks
         assert 0.5 * float((histogram(samples) - exact).abs().sum()) < 0.04
     joint = torch.stack([-model.top.free_energy(torch.cat([states, torch.eye(2)[k].expand(64, 2)], 1))
                          for k in range(2)], 1)
     marginal = torch.softmax(joint.reshape(-1).double(), 0).reshape(64, 2).sum(1)
-    free = model.sample(20000, steps=30, generator=torch.Generator().manual_seed(5))  # labels sampled too
+    free = model.sample(20000, steps=30, generator=torch.Generator().manual_seed(5), mean_field=False)  # labels too
     assert 0.5 * float((histogram(free) - marginal).abs().sum()) < 0.04
+
+
+def test_label_gain_samples_the_conditional_with_the_label_unit_at_that_value():
+    # The tempered conditional: p(v | label, gain) ∝ exp(-F([v, gain · e_label])), exact by enumeration.
+    model = small_random_dbn(seed=1)
+    states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)))
+    gain = 2.5
+    exact = torch.softmax(-model.top.free_energy(
+        torch.cat([states, torch.tensor([0.0, gain]).expand(64, 2)], 1)).double(), 0)
+    samples = model.sample(20000, label=1, steps=30, label_gain=gain, mean_field=False,
+                           generator=torch.Generator().manual_seed(0))
+    assert 0.5 * float((histogram(samples) - exact).abs().sum()) < 0.04
+    with pytest.raises(ConfigError, match="label_gain"):
+        model.sample(2, label=1, label_gain=0.0)
+    with pytest.raises(ConfigError, match="label_gain"):
+        DBNConfig(label_gain=-1.0)
+
+
+def test_mean_field_down_pass_decodes_the_last_top_state_without_sampling():
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(6, 4, 3), n_labels=2, epochs_per_layer=(1,)))
+    with torch.no_grad():
+        for rbm in model.rbms:
+            rbm.W.normal_(0.0, 1.0)
+    generator = torch.Generator().manual_seed(3)
+    pen, _ = model._start(5, None, generator)
+    model.down_pass(pen, generator)  # frame 0 draws its own noise
+    clamped = torch.nn.functional.one_hot(torch.ones(5, dtype=torch.long), 2).float()
+    _, _, pen_probs = model._gibbs_top(pen, clamped, clamped, generator)
+    expected = model.generative_probs(0, pen_probs).reshape(5, 6)
+    images = model.sample(5, steps=1, label=1, mean_field=True, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(images.reshape(5, 6), expected)
+    assert model.config.mean_field_down  # the default: generation shows probabilities, not one noisy draw
 
 
 def test_label_free_energies_are_the_top_rbm_free_energy_of_each_label():
@@ -354,7 +388,9 @@ def test_hinton2006_benchmark_smoke_run(data_dir, tmp_path):
                    "model.dbn.updown_epochs=1", "data.limit=500", "train.epochs=5", "model.dbn.sample_steps=5"])
     metrics = {record["metric"]: record for record in records}
     assert {"test_error_pct", "train_wall_s", "train_cpu_s", "label_recognised_pct",
+            "label_recognised_pct_sampled_down", "label_recognised_pct_label_gain_2",
             "judge_test_accuracy_pct"} <= metrics.keys()
+    assert "reference" not in metrics["label_recognised_pct_label_gain_2"]  # only the model's own is the target
     assert metrics["test_error_pct"]["reference"]["value"] == 1.25
     assert 0.0 <= metrics["label_recognised_pct"]["value"] <= 100.0
     assert any("per label" in note for note in notes)

@@ -27,6 +27,7 @@ from typing import Callable
 from genlab.errors import ConfigError, GenlabError
 
 SUITES = ("quick", "full")
+PICTURES_DIRNAME = "pictures"  # beside results/: pictures that benchmarks keep (sample grids, manifolds)
 # Benchmark modules, imported on demand; each registers its benchmarks.
 BENCH_MODULES = ("genlab.bench.rbm_bench", "genlab.bench.dbn_bench", "genlab.bench.hopfield_bench",
                  "genlab.bench.vae_bench", "genlab.bench.char_bench", "genlab.bench.ebm_bench",
@@ -50,9 +51,25 @@ class BenchContext:
     notes: list[str] = field(default_factory=list)
     # Wall-clock training budget for benchmarks that train "for N minutes"; None: each benchmark's default.
     train_budget_s: float | None = None
+    # Where pictures kept with the results go (committed beside the JSON, unlike work_dir), and the ones kept:
+    # {caption: path relative to pictures_dir's parent}.
+    pictures_dir: Path | None = None
+    pictures: dict[str, str] = field(default_factory=dict)
 
     def budget(self, default_s: float) -> float:
         return self.train_budget_s if self.train_budget_s else default_s
+
+    def keep_picture(self, source: Path, name: str, caption: str) -> None:
+        """Copy the picture ``source`` (e.g. a run's final sample grid) to ``pictures_dir/name`` so the report
+        can show it; without a ``pictures_dir`` (or a missing source) nothing is kept."""
+        import shutil
+
+        source = Path(source)
+        if self.pictures_dir is None or not source.is_file():
+            return
+        self.pictures_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, self.pictures_dir / name)
+        self.pictures[caption] = f"{self.pictures_dir.name}/{name}"
 
 
 _BENCHMARKS: dict[str, Benchmark] = {}
@@ -154,7 +171,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         work_dir = results_dir.parent / "work" / bench.name
         work_dir.mkdir(parents=True, exist_ok=True)
         ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir,
-                           train_budget_s=train_budget_s)
+                           train_budget_s=train_budget_s, pictures_dir=results_dir.parent / PICTURES_DIRNAME)
         started = time.perf_counter()
         print(f"[bench] {bench.name} ({suite}) ...", flush=True)
         try:
@@ -172,7 +189,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         document = {"benchmark": bench.name, "suite": suite, "status": status, "error": error,
                     "wall_s": round(wall, 2), "commit": commit, "device": resolved, "machine": machine,
                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "notes": ctx.notes,
-                    "records": records}
+                    "pictures": ctx.pictures, "records": records}
         path = results_dir / f"{bench.name}.json"
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -73,6 +73,12 @@ class DBNConfig:
     updown_epochs: int = 0  # up-down (contrastive wake-sleep) fine-tuning after pretraining; 0: none
     updown_cd_k: int = 3  # Gibbs steps in the top RBM during up-down (Hinton et al. 2006 used 3, then 6, 10)
     updown_lr_scale: float = 1.0  # multiplies the up-down loss (with SGD: the up-down learning rate)
+    # Generation. mean_field_down decodes the top RBM's last state deterministically: the penultimate
+    # probabilities go down through the directed layers' probabilities (no binary samples on the way), a less
+    # noisy picture of the same state. label_gain is the value of the clamped label unit (1: the model's own
+    # p(image | label)); > 1 strengthens the label's pull on the chain, a tempered conditional, not the model's.
+    mean_field_down: bool = True
+    label_gain: float = 1.0
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -97,6 +103,9 @@ class DBNConfig:
         _check(self.updown_lr_scale > 0.0, f"model.updown_lr_scale must be > 0, got {self.updown_lr_scale}")
         _check(self.pcd_epochs >= 0, f"model.pcd_epochs must be >= 0, got {self.pcd_epochs}")
         _check(self.pcd_lr_scale > 0.0, f"model.pcd_lr_scale must be > 0, got {self.pcd_lr_scale}")
+        _check(math.isfinite(self.label_gain) and self.label_gain > 0.0,
+               f"model.label_gain must be a finite number > 0 (1: the model's own conditional), got "
+               f"{self.label_gain}")
 
     @property
     def n_rbms(self) -> int:
@@ -308,12 +317,14 @@ class DBN(GenerativeModel):
             return torch.sigmoid(torch.addmm(self.gen_biases[layer], h, self.gen_weights[layer]))
         return self.rbms[layer].visible_probs(h)
 
-    def down_pass(self, pen: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def down_pass(self, pen: Tensor, generator: torch.Generator | None = None, mean_field: bool = False) -> Tensor:
         """Ancestral down pass from penultimate states (B, pen_size): binary samples in the hidden layers,
-        and the *probabilities* p(v | h_1) at the bottom, returned as images (B, *image_shape)."""
+        and the *probabilities* p(v | h_1) at the bottom, returned as images (B, *image_shape).
+        ``mean_field``: probabilities in the hidden layers too (``pen`` may then be probabilities)."""
         h = pen
         for layer in range(self.config.n_rbms - 2, 0, -1):
-            h = bernoulli(self.generative_probs(layer, h), generator)
+            probs = self.generative_probs(layer, h)
+            h = probs if mean_field else bernoulli(probs, generator)
         if self.config.n_rbms > 1:
             h = self.generative_probs(0, h)
         return h.reshape(h.shape[0], *self.image_shape)
@@ -593,18 +604,26 @@ class DBN(GenerativeModel):
     @torch.no_grad()
     def sample_chain(self, n: int, *, steps: int, init: Tensor | None = None,
                      generator: torch.Generator | None = None, every: int = 1, label: Any = None,
-                     **kwargs: Any) -> Tensor:
+                     label_gain: float | None = None, mean_field: bool | None = None, **kwargs: Any) -> Tensor:
         """Frames of ``n`` alternating-Gibbs chains in the top RBM, each decoded by a down pass.
 
         Returns (steps // every + 1, n, *image_shape) in [0, 1]; frame 0 is the start (``init`` itself, or the
-        decoded random start). ``label`` (an int or one per chain) is clamped in the top RBM; otherwise the
-        label units are sampled with the rest.
+        decoded random start). ``label`` (an int or one per chain) is clamped in the top RBM, its unit set to
+        ``label_gain`` (default ``config.label_gain``); otherwise the label units are sampled with the rest.
+        ``mean_field`` (default ``config.mean_field_down``) decodes each frame's penultimate probabilities
+        without sampling the layers below.
         """
         if kwargs:
             raise ConfigError(f"DBN.sample_chain got unknown option(s): {', '.join(sorted(kwargs))}")
         if n < 1 or steps < 0 or every < 1:
             raise ConfigError(f"sample_chain needs n >= 1, steps >= 0 and every >= 1, got {n}, {steps}, {every}")
+        gain = self.config.label_gain if label_gain is None else float(label_gain)
+        if not (math.isfinite(gain) and gain > 0.0):
+            raise ConfigError(f"label_gain must be a finite number > 0, got {label_gain!r}")
+        mean_field = self.config.mean_field_down if mean_field is None else bool(mean_field)
         clamped = self._label_tensor(label, n)
+        if clamped is not None:
+            clamped = clamped * gain
         pen, start_images = self._start(n, init, generator)
         first = start_images.reshape(n, *self.image_shape) if start_images is not None \
             else self.down_pass(pen, generator)
@@ -613,30 +632,34 @@ class DBN(GenerativeModel):
             sample_softmax(torch.full((n, self.config.n_labels), 1.0 / self.config.n_labels,
                                       dtype=pen.dtype, device=pen.device), generator)
         for step in range(1, steps + 1):
-            pen, labels = self._gibbs_top(pen, labels, clamped, generator)
+            pen, labels, pen_probs = self._gibbs_top(pen, labels, clamped, generator)
             if step % every == 0:
-                frames.append(self.down_pass(pen, generator))
+                frames.append(self.down_pass(pen_probs, generator, mean_field=True) if mean_field
+                              else self.down_pass(pen, generator))
         return torch.stack(frames)
 
     def _gibbs_top(self, pen: Tensor, labels: Tensor, clamped: Tensor | None,
-                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """One alternating Gibbs step [pen, labels] -> h -> [pen', labels'] (labels kept when clamped)."""
+                   generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """One alternating Gibbs step [pen, labels] -> h -> [pen', labels'] (labels kept when clamped).
+        Returns (pen' states, labels', pen' probabilities)."""
         h = self.top.sample_hidden(torch.cat([pen, labels], 1), generator)
-        _, pen, sampled = self._top_visible(h, clamped, generator)
-        return pen, sampled
+        pen_probs, pen, sampled = self._top_visible(h, clamped, generator)
+        return pen, sampled, pen_probs
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int | None = None,
-               label: Any = None, init: Tensor | None = None, **kwargs: Any) -> Tensor:
+               label: Any = None, init: Tensor | None = None, label_gain: float | None = None,
+               mean_field: bool | None = None, **kwargs: Any) -> Tensor:
         """``n`` images (n, *image_shape) in [0, 1]: ``steps`` (default ``config.sample_steps``) alternating
         Gibbs steps in the top RBM, with ``label`` clamped if given (``sample(n, label=7)`` draws sevens), then
-        a down pass. A label outside 0..n_labels-1 is a ConfigError."""
+        a down pass (``label_gain``, ``mean_field``: see :meth:`sample_chain`). A label outside
+        0..n_labels-1 is a ConfigError."""
         if kwargs:
             raise ConfigError(f"DBN.sample got unknown option(s): {', '.join(sorted(kwargs))}; "
-                              "valid: steps, label, init")
+                              "valid: steps, label, init, label_gain, mean_field")
         steps = self.config.sample_steps if steps is None else int(steps)
         return self.sample_chain(n, steps=steps, init=init, generator=generator, every=max(steps, 1),
-                                 label=label)[-1]
+                                 label=label, label_gain=label_gain, mean_field=mean_field)[-1]
 
     def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
         """First-layer filters, reconstructions of ``batch`` through the layers trained so far, and (once the top
