@@ -305,6 +305,10 @@ def test_all_stages_through_the_trainer_resume_exactly_and_sample(tiny_images, t
     assert (tmp_path / "threes.png").is_file()
     assert main(["sample", str(straight), "--label", "12"]) == 2
     assert "label must be an integer in 0-3" in capsys.readouterr().err
+    assert main(["sample", str(straight), "--n", "2", "--label", "1", "--label-gain", "2", "--steps", "3",
+                 "--out", str(tmp_path / "ones.png")]) == 0
+    assert main(["sample", str(straight), "--label", "1", "--label-gain", "-1"]) == 2
+    assert "label_gain must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_label_clamping_draws_the_clamped_class_on_a_toy_task(tiny_images, tmp_path):

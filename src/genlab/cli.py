@@ -76,6 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto")
     sample.add_argument("--steps", type=_positive_int, help="sampler steps (Gibbs / Langevin)")
     sample.add_argument("--label", type=int, help="class label to clamp (DBN)")
+    sample.add_argument("--label-gain", dest="label_gain", type=float,
+                        help="DBN: value of the clamped label unit (default 1, the model's own conditional; "
+                             "> 1 pulls harder towards the label)")
     sample.add_argument("--prompt", help="text prompt (char-LSTM)")
     sample.add_argument("--length", type=_positive_int, help="characters to generate (char-LSTM)")
     sample.add_argument("--temperature", type=float, help="sampling temperature; 0 means argmax")
@@ -184,7 +187,8 @@ def _cmd_sample(args) -> int:
     from genlab.viz.grid import save_grid
 
     model, config = _load(args.run, args.device)
-    options = {k: v for k, v in (("steps", args.steps), ("label", args.label), ("prompt", args.prompt),
+    options = {k: v for k, v in (("steps", args.steps), ("label", args.label),
+                                 ("label_gain", args.label_gain), ("prompt", args.prompt),
                                  ("length", args.length), ("temperature", args.temperature),
                                  ("top_k", args.top_k), ("unknown", args.unknown)) if v is not None}
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
