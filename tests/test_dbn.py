@@ -385,7 +385,7 @@ def test_random_init_classifier_has_nothing_to_sample(tiny_images, tmp_path):
 def test_hinton2006_benchmark_smoke_run(data_dir, tmp_path):
     from genlab.bench.dbn_bench import hinton2006_records
 
-    records, notes = hinton2006_records(
+    records, notes, run_dir = hinton2006_records(
         tmp_path, data_dir=str(data_dir), samples_per_label=3, sample_steps=5, classifier_epochs=1,
         classifier_limit=1000, use_judge=False,
         overrides=["model.dbn.layers=[784,16,16,32]", "model.dbn.epochs_per_layer=[1]", "model.dbn.pcd_epochs=1",
@@ -398,3 +398,4 @@ def test_hinton2006_benchmark_smoke_run(data_dir, tmp_path):
     assert metrics["test_error_pct"]["reference"]["value"] == 1.25
     assert 0.0 <= metrics["label_recognised_pct"]["value"] <= 100.0
     assert any("per label" in note for note in notes)
+    assert (run_dir / "label-clamped.png").is_file() and (run_dir / "label-clamped_label_gain_2.png").is_file()

@@ -89,25 +89,33 @@ def train_reference_classifier(data_dir: str | None, *, epochs: int = 3, limit: 
 
 @torch.no_grad()
 def label_recognition(model, predict: Predictor, *, per_label: int, steps: int | None = None,
-                      seed: int = 0, n_labels: int = 10, **sample_options) -> tuple[float, list[float]]:
+                      seed: int = 0, n_labels: int = 10, grid: Path | None = None,
+                      **sample_options) -> tuple[float, list[float]]:
     """% of label-clamped samples (``per_label`` for each label) that ``predict`` assigns to their label,
-    overall and per label; ``sample_options`` go to ``model.sample`` (e.g. ``label_gain``)."""
+    overall and per label; ``sample_options`` go to ``model.sample`` (e.g. ``label_gain``). ``grid``: also
+    save the first 10 samples of each label there, one row per label."""
     generator = torch.Generator().manual_seed(seed)
-    per_class = []
+    per_class, rows = [], []
     for label in range(n_labels):
         images = model.sample(per_label, generator=generator, steps=steps, label=label, **sample_options)
         per_class.append(100.0 * float((predict(images.cpu()) == label).float().mean()))
+        rows.append(images[:10].cpu())
+    if grid is not None:
+        from genlab.viz.grid import save_grid
+
+        save_grid(torch.cat(rows), grid, ncol=min(10, per_label))
     return sum(per_class) / len(per_class), per_class
 
 
 def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | None = None,
                        overrides: Sequence[str] = (), samples_per_label: int = 100, sample_steps: int | None = None,
                        classifier_epochs: int = 3, classifier_limit: int = 0, use_judge: bool = True,
-                       preset: str = "dbn-hinton2006") -> tuple[list[dict], list[str]]:
+                       preset: str = "dbn-hinton2006") -> tuple[list[dict], list[str], Path]:
     """Train the preset (with ``overrides``), evaluate it, and judge its label-clamped samples.
 
-    Returns benchmark records and notes. Small ``overrides`` (``data.limit``, tiny layers) and
-    ``use_judge=False`` (a quickly trained MLP instead of the project judge) make a smoke run.
+    Returns benchmark records, notes and the run directory (with the label-clamped sample grids). Small
+    ``overrides`` (``data.limit``, tiny layers) and ``use_judge=False`` (a quickly trained MLP instead of the
+    project judge) make a smoke run.
     """
     from genlab.data.datasets import build_data
     from genlab.train.checkpoint import load_model
@@ -153,7 +161,8 @@ def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | N
                     ("_label_gain_2", {"label_gain": 2.0}, "label unit clamped at 2: a tempered conditional"))
         for suffix, options, what in variants:
             rate, per_label = label_recognition(model.cpu(), predict, per_label=samples_per_label,
-                                                steps=sample_steps, **options)
+                                                steps=sample_steps, grid=run_dir / f"label-clamped{suffix}.png",
+                                                **options)
             record = {**common, "model": f"dbn (label-clamped samples{', ' + what if suffix else ''})",
                       "metric": f"label_recognised_pct{suffix}", "value": round(rate, 2), "unit": "%"}
             if not suffix:
@@ -162,13 +171,16 @@ def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | N
             notes.append(f"label-clamped samples ({what}) judged by {judge_name}: {samples_per_label} per label, "
                          f"{steps_used} Gibbs steps; per label "
                          + ", ".join(f"{k}: {v:.0f}%" for k, v in enumerate(per_label)))
-    return records, notes
+    return records, notes, Path(run_dir)
 
 
 @benchmark("dbn-hinton2006", suites=("full",),
            description="784-500-500-2000 DBN + labels, greedy pretraining + backprop: test error %, CPU time, "
                        "label-clamped samples recognised")
 def dbn_hinton2006(ctx: BenchContext) -> list[dict]:
-    records, notes = hinton2006_records(ctx.work_dir, device=ctx.device, data_dir=ctx.data_dir)
+    records, notes, run_dir = hinton2006_records(ctx.work_dir, device=ctx.device, data_dir=ctx.data_dir)
     ctx.notes.extend(notes)
+    for suffix, caption in (("", "the model's conditional"), ("_label_gain_2", "label unit clamped at 2")):
+        ctx.keep_picture(run_dir / f"label-clamped{suffix}.png", f"dbn-hinton2006-label-clamped{suffix}.png",
+                         f"DBN label-clamped samples, one row per label 0-9 ({caption})")
     return records

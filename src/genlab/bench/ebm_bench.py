@@ -263,6 +263,11 @@ def bench_samples(ctx: BenchContext) -> list[dict]:
         {**common, "metric": "sampling_time_1000x1000", "value": result["sample_s"], "unit": "s"},
     ]
     records += _judge_records(ctx, common, result["judge"])
+    run_dir = Path(result["run_dir"])
+    ctx.keep_picture(run_dir / "samples-from-noise.png", "ebm-mnist-samples-from-noise.png",
+                     f"EBM: samples after {int(result['sample_steps'])} Langevin steps from uniform noise")
+    ctx.keep_picture(run_dir / "chain-strip.png", "ebm-mnist-chain-strip.png",
+                     "EBM: Langevin chains from noise (one per row, left to right)")
     ctx.notes.append(
         f"ebm-mnist trained {result['epochs']:.2f} epochs ({int(result['steps'])} steps) in "
         f"{result['train_s'] / 60:.1f} min on {ctx.device} with {torch.get_num_threads()} threads"
