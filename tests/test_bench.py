@@ -196,3 +196,20 @@ def test_pictures_a_benchmark_keeps_are_copied_beside_the_results_and_shown(fake
     assert kept.read_bytes() == b"\x89PNG\r\n\x1a\nfake"  # a copy outside the (ignored) work directory
     assert "![fake VAE: manifold](benchmarks/pictures/vae-fake-manifold.png)" in text
     assert "never.png" not in text
+
+
+def test_papers_match_only_their_exact_dataset_and_targets_know_their_direction():
+    document = {"benchmark": "x", "status": "ok", "records": [
+        {"model": "conv vae (latent 2)", "dataset": "mnist (threshold)", "metric": "test_nll_iwae_k5000",
+         "value": 149.0, "unit": "nats"},
+        {"model": "vae", "dataset": "mnist", "metric": "test_nll_iwae_k5000", "value": 88.0, "unit": "nats"},
+        {"model": "ebm", "dataset": "mnist", "metric": "recognised_conf_0.9_pct", "value": 55.0, "unit": "%",
+         "reference": {"value": 80.0, "source": "target, written before the direction flag"}},
+        {"model": "ebm", "dataset": "mnist", "metric": "step_s", "value": 0.7, "unit": "s",
+         "reference": {"value": 1.0, "source": "target"}}]}
+    rows = report.leaderboard_rows([document])
+    ours = {(row["model"], row["metric"]): row for row in rows if row["ours"] is not None}
+    assert ("conv vae (latent 2)", "test_nll_iwae_k5000") not in ours  # not Burda's dynamically binarized MNIST
+    assert ours[("vae", "test_nll_iwae_k5000")]["paper"] == 86.76
+    assert "(worse)" in ours[("ebm", "recognised_conf_0.9_pct")]["verdict"]
+    assert "(better)" in ours[("ebm", "step_s")]["verdict"]

@@ -47,9 +47,7 @@ class PaperResult:
         model = str(record.get("model", "")).lower()
         metric = str(record.get("metric", "")).lower()
         dataset = str(record.get("dataset", "")).lower()
-        if self.dataset == "mnist" and ("mnist" not in dataset or "fashion" in dataset):
-            return False
-        if self.dataset == "tinyshakespeare" and "shakespeare" not in dataset:
+        if dataset != self.dataset:  # "mnist (threshold)" is not the papers' dynamically binarized MNIST
             return False
         if metric.startswith("train") or not any(word in metric for word in self.metric_words):
             return False
@@ -181,10 +179,21 @@ def leaderboard_rows(documents: list[dict]) -> list[dict]:
         reference = record.get("reference")
         if id(record) in used or not isinstance(reference, dict) or "value" not in reference:
             continue
-        higher = bool(reference.get("higher_is_better", False))
         entries.append(_entry(document, record, reference["value"], reference.get("source", ""),
-                              record.get("unit", ""), higher))
+                              record.get("unit", ""), _higher_is_better(record, reference)))
     return entries
+
+
+# Metrics where more is better, for references that do not say (results written before the flag existed).
+_HIGHER_WORDS = ("recognised", "entropy", "accuracy", "auroc", "loglik", "speedup", "throughput", "per_s")
+
+
+def _higher_is_better(record: dict, reference: dict) -> bool:
+    """The reference's ``higher_is_better``, or, where it is absent, a guess from the metric's name."""
+    if "higher_is_better" in reference:
+        return bool(reference["higher_is_better"])
+    metric = str(record.get("metric", "")).lower()
+    return any(word in metric for word in _HIGHER_WORDS)
 
 
 def _entry(document: dict, record: dict, paper_value, source: str, unit: str, higher: bool) -> dict:
