@@ -172,13 +172,14 @@ def test_label_clamped_gibbs_sampling_matches_the_exact_conditional():
     states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)))
     for label in (0, 1):
         exact = torch.softmax(-model.top.free_energy(
-            torch.cat([states, torch.nn.functional.one_hot(torch.full((64,), label), 2).float()], 1)).double(), 0)
+            torch.cat([states, torch.nn.functional.one_hot(torch.full((64,), label), 2).float()], 1)).detach()
+            .double(), 0)
         samples = model.sample(20000, label=label, steps=30, generator=torch.Generator().manual_seed(label),
                                mean_field=False)  # binary states, whose law the test checks
         assert 0.5 * float((histogram(samples) - exact).abs().sum()) < 0.04
     joint = torch.stack([-model.top.free_energy(torch.cat([states, torch.eye(2)[k].expand(64, 2)], 1))
                          for k in range(2)], 1)
-    marginal = torch.softmax(joint.reshape(-1).double(), 0).reshape(64, 2).sum(1)
+    marginal = torch.softmax(joint.detach().reshape(-1).double(), 0).reshape(64, 2).sum(1)
     free = model.sample(20000, steps=30, generator=torch.Generator().manual_seed(5), mean_field=False)  # labels too
     assert 0.5 * float((histogram(free) - marginal).abs().sum()) < 0.04
 
@@ -189,7 +190,7 @@ def test_label_gain_samples_the_conditional_with_the_label_unit_at_that_value():
     states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)))
     gain = 2.5
     exact = torch.softmax(-model.top.free_energy(
-        torch.cat([states, torch.tensor([0.0, gain]).expand(64, 2)], 1)).double(), 0)
+        torch.cat([states, torch.tensor([0.0, gain]).expand(64, 2)], 1)).detach().double(), 0)
     samples = model.sample(20000, label=1, steps=30, label_gain=gain, mean_field=False,
                            generator=torch.Generator().manual_seed(0))
     assert 0.5 * float((histogram(samples) - exact).abs().sum()) < 0.04
