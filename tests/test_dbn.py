@@ -98,6 +98,25 @@ def test_classifier_stages_and_fine_tuning_learning_rate_decay():
     assert DBNClassifierConfig(init_from="somewhere").pretrain_epochs == 0
 
 
+def test_fine_tuning_dropout_acts_in_training_only_and_keeps_the_expected_activation():
+    config = DBNClassifierConfig(dbn=DBNConfig(layers=(64, 16, 20), n_labels=4, epochs_per_layer=(1,)), n_classes=4,
+                                 finetune_input_dropout=0.2, finetune_dropout=0.5)
+    model = DBNClassifier(config)
+    x = torch.rand(4000, 64)
+    model.eval()
+    assert torch.equal(model.logits(x), model.logits(x)), "evaluation is deterministic"
+    clean = model.logits(x[:1]).expand(4000, -1)
+    model.train()
+    noisy = model.logits(x[:1].expand(4000, -1))
+    assert not torch.equal(noisy[0], noisy[1])
+    # Inverted dropout leaves the expected input of each layer unchanged; through the sigmoids the mean logit
+    # only roughly matches, so compare loosely.
+    assert torch.allclose(noisy.mean(0), clean[0], atol=0.15)
+    for bad in ({"finetune_dropout": 1.0}, {"finetune_input_dropout": -0.1}):
+        with pytest.raises(ConfigError, match="dropout must be in"):
+            DBNClassifierConfig(**bad)
+
+
 # ---------------------------------------------------------------------------------------------- the math
 
 
@@ -310,6 +329,8 @@ def test_all_stages_through_the_trainer_resume_exactly_and_sample(tiny_images, t
                  "--out", str(tmp_path / "ones.png")]) == 0
     assert main(["sample", str(straight), "--label", "1", "--label-gain", "-1"]) == 2
     assert "label_gain must be a finite number > 0" in capsys.readouterr().err
+    assert main(["sample", str(straight), "--label-gain", "2", "--steps", "3"]) == 2
+    assert "no label is clamped; pass a label too" in capsys.readouterr().err
 
 
 def test_label_clamping_draws_the_clamped_class_on_a_toy_task(tiny_images, tmp_path):

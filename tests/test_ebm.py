@@ -423,3 +423,29 @@ def test_sample_quality_benchmark_runs_with_smoke_settings(data_dir, tmp_path):
     assert sum(result["judge"]["samples_class_counts"]) == 20
     run_dir = Path(result["run_dir"])
     assert (run_dir / "chain.gif").is_file() and (run_dir / "chain-strip.png").is_file()
+
+
+def test_budgeted_training_resumes_its_newest_matching_run_exactly(data_dir, tmp_path):
+    from genlab.bench.ebm_bench import train_for_budget
+
+    small = ["data.limit=96", "data.val_size=0", "data.batch_size=16", "model.langevin_steps=2",
+             "model.buffer_size=64", "train.log_every=1"]
+    model, _, _, first = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
+                                          overrides=small)
+    assert (first["steps"], first["resumed_from_step"]) == (1, 0)
+    model, _, _, second = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
+                                           overrides=small, resume=True)
+    assert (second["steps"], second["resumed_from_step"], second["session_steps"]) == (2, 1, 1)
+    assert second["train_s"] >= first["train_s"], "training time adds up over the resumed budgets"
+    assert len(list((tmp_path / "budget").iterdir())) == 1, "resume continues the run instead of starting one"
+
+    straight, _, _, facts = train_for_budget(1e3, work_dir=tmp_path / "straight", data_dir=str(data_dir),
+                                             overrides=[*small, "train.max_steps=2"])
+    assert facts["steps"] == 2
+    for (name, resumed), (_, uninterrupted) in zip(model.state_dict().items(), straight.state_dict().items()):
+        assert torch.equal(resumed, uninterrupted), f"{name} differs after a resumed budget"
+
+    # A run of other settings is not continued.
+    _, _, _, other = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
+                                      overrides=[*small, "optim.lr=0.001"], resume=True)
+    assert other["resumed_from_step"] == 0 and len(list((tmp_path / "budget").iterdir())) == 2

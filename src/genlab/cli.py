@@ -106,6 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report", default="BENCHMARKS.md")
     bench.add_argument("--budget-minutes", dest="budget_minutes", type=float,
                        help="wall-clock training budget for benchmarks that train for a time (default: theirs)")
+    bench.add_argument("--resume", action="store_true",
+                       help="benchmarks that train for a time continue their newest matching run in "
+                            "benchmarks/work/ (so budgets add up) instead of starting a new one")
 
     _add_judge_parser(commands)
 
@@ -266,7 +269,7 @@ def _cmd_bench(args) -> int:
         raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
     budget_s = args.budget_minutes * 60 if args.budget_minutes else None
     return run_benchmarks(args.suite, only=only, results_dir=Path(args.results), report=Path(args.report),
-                          train_budget_s=budget_s)
+                          train_budget_s=budget_s, resume=args.resume)
 
 
 def _cmd_serve(args) -> int:

@@ -51,6 +51,9 @@ class BenchContext:
     notes: list[str] = field(default_factory=list)
     # Wall-clock training budget for benchmarks that train "for N minutes"; None: each benchmark's default.
     train_budget_s: float | None = None
+    # Benchmarks that train for a budget continue their newest matching run in work_dir instead of starting
+    # a new one, so several budgets add up (``genlab bench --resume``).
+    resume: bool = False
     # Where pictures kept with the results go (committed beside the JSON, unlike work_dir), and the ones kept:
     # {caption: path relative to pictures_dir's parent}.
     pictures_dir: Path | None = None
@@ -152,7 +155,8 @@ def machine_info() -> dict:
 
 
 def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, report: Path,
-                   device: str = "auto", data_dir: str | None = None, train_budget_s: float | None = None) -> int:
+                   device: str = "auto", data_dir: str | None = None, train_budget_s: float | None = None,
+                   resume: bool = False) -> int:
     """Run the selected benchmarks, write one JSON file each, regenerate the report. Exit code 1 if any failed."""
     import torch
 
@@ -171,7 +175,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         work_dir = results_dir.parent / "work" / bench.name
         work_dir.mkdir(parents=True, exist_ok=True)
         ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir,
-                           train_budget_s=train_budget_s, pictures_dir=results_dir.parent / PICTURES_DIRNAME)
+                           train_budget_s=train_budget_s, resume=resume, pictures_dir=results_dir.parent / PICTURES_DIRNAME)
         started = time.perf_counter()
         print(f"[bench] {bench.name} ({suite}) ...", flush=True)
         try:

@@ -5,7 +5,8 @@
   MNIST batches after warm-up. Reference: the seed's Keras/TF2 eager recipe takes about 4.2 s per step on the
   project's 2-core machine (issue 8); the target is <= 1.0 s. On a GPU the same figure is recorded for the GPU.
 * ``ebm_mnist_samples`` (full): train ``ebm-mnist`` for a wall-clock budget (``genlab bench --budget-minutes``, default one
-  hour; never beyond the preset's 60 epochs), draw 1000 samples from uniform noise with 1000 Langevin steps, and
+  hour; never beyond the preset's 60 epochs; ``--resume`` continues the newest run of the preset in
+  ``benchmarks/work/ebm_mnist_samples/`` so budgets spread over several sessions add up), draw 1000 samples from uniform noise with 1000 Langevin steps, and
   report energy-based OOD AUROCs (MNIST test vs Fashion-MNIST test and vs noise). When :mod:`genlab.eval.judge`
   provides its sample metrics, also the % of samples it recognises with confidence > 0.9 (target >= 80%), the
   class-histogram entropy (target >= 2.2 nats: all ten digits) and the Fréchet distance on its features, beside
@@ -28,7 +29,7 @@ from genlab.bench import BenchContext, benchmark
 from genlab.config import RunConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
 from genlab.data.datasets import build_data
 from genlab.train.callbacks import WallClockBudget, default_callbacks
-from genlab.train.run import build_model, new_run_dir
+from genlab.train.run import build_model, find_resumable_run, load_latest_checkpoint, new_run_dir
 from genlab.train.trainer import Trainer, build_optimizer, seed_everything
 
 SEED_KERAS_STEP = {"value": 4.2, "source": "seed Keras/TF2 eager recipe, same 2-core machine (issue 8)"}
@@ -137,10 +138,13 @@ def bench_step_time(ctx: BenchContext) -> list[dict]:
 
 
 def train_for_budget(budget_s: float, *, work_dir: Path, device: str = "cpu", data_dir: str | None = None,
-                     overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, RunConfig, Any, dict[str, float]]:
+                     overrides: list[str] | tuple[str, ...] = (), resume: bool = False,
+                     ) -> tuple[Any, RunConfig, Any, dict[str, float]]:
     """Train ``ebm-mnist`` (with ``overrides``) until ``budget_s`` seconds of wall-clock time or the preset's
-    epochs, whichever comes first. Returns (model, config, data bundle, facts) with the run directory in
-    ``model.run_dir``."""
+    epochs, whichever comes first. ``resume``: continue the newest run under ``work_dir`` that trains the same
+    thing (:func:`genlab.train.run.find_resumable_run`) from its last checkpoint, so budgets add up; a new run
+    when there is none. Returns (model, config, data bundle, facts) with the run directory in ``model.run_dir``;
+    ``facts`` counts steps, epochs and training time over the whole run, and this call's share separately."""
     started = time.perf_counter()
     config = preset_config("ebm-mnist", ["train.progress=false", f"train.device={device}",
                                          f"train.out_dir={work_dir}", *_data_flags(data_dir), *overrides])
@@ -148,19 +152,27 @@ def train_for_budget(budget_s: float, *, work_dir: Path, device: str = "cpu", da
     data = build_data(config.data, seed=config.train.seed)
     seed_everything(config.train.seed)
     model, config = build_model(config, data)
-    model.init_from_data(data.train)
+    run_dir = find_resumable_run(work_dir, config) if resume else None
+    state = load_latest_checkpoint(model, run_dir) if run_dir is not None else None
+    if state is None:
+        model.init_from_data(data.train)
+        run_dir = new_run_dir(config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
     model.to(device)
-    run_dir = new_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
     guard = WallClockBudget(budget_s, started)
     trainer = Trainer(model, config, data, device=torch.device(device), run_dir=run_dir,
                       callbacks=default_callbacks(run_dir, config.train, True) + [guard])
-    seed_everything(config.train.seed)
+    if state is not None:
+        trainer.load_state_dict(state)
+    else:
+        seed_everything(config.train.seed)
+    first_step, first_elapsed = trainer.step, trainer.elapsed
     trainer.fit()
     model.run_dir = run_dir
-    facts = {"train_s": time.perf_counter() - started, "steps": float(trainer.step),
-             "epochs": trainer.step / len(data.train), "stopped_early": float(guard.stopped_early),
+    facts = {"train_s": trainer.elapsed, "steps": float(trainer.step), "epochs": trainer.step / len(data.train),
+             "session_train_s": trainer.elapsed - first_elapsed, "session_steps": float(trainer.step - first_step),
+             "resumed_from_step": float(first_step), "stopped_early": float(guard.stopped_early),
              "rollbacks": float(model.rollbacks), "step_size": float(model.current_step_size)}
     return model, config, data, facts
 
@@ -226,13 +238,14 @@ def judge_metrics(samples: Tensor, real: Tensor, *, value_range: tuple[float, fl
 
 def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", data_dir: str | None = None,
                     n_samples: int = N_SAMPLES, sample_steps: int = SAMPLE_STEPS,
-                    overrides: list[str] | tuple[str, ...] = (), judge: Any = None) -> dict[str, Any]:
-    """Train for ``budget_s``, sample, write pictures, score OOD and (if available) judge the samples
+                    overrides: list[str] | tuple[str, ...] = (), judge: Any = None,
+                    resume: bool = False) -> dict[str, Any]:
+    """Train for ``budget_s`` (``resume``: continuing the newest matching run, see :func:`train_for_budget`), sample, write pictures, score OOD and (if available) judge the samples
     (``judge``: a :class:`genlab.eval.judge.Judge`; default the cached MNIST judge)."""
     from genlab.viz.grid import save_grid
 
     model, config, data, facts = train_for_budget(budget_s, work_dir=work_dir, device=device, data_dir=data_dir,
-                                                  overrides=overrides)
+                                                  overrides=overrides, resume=resume)
     run_dir = model.run_dir
     sampling_started = time.perf_counter()
     samples = draw_samples(model, n_samples, steps=sample_steps)
@@ -253,7 +266,7 @@ def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", dat
            description="ebm-mnist trained for a wall-clock budget: 1000 samples from noise judged; OOD AUROC")
 def bench_samples(ctx: BenchContext) -> list[dict]:
     result = train_and_judge(budget_s=ctx.budget(TRAIN_BUDGET_S), work_dir=ctx.work_dir, device=ctx.device,
-                             data_dir=ctx.data_dir)
+                             data_dir=ctx.data_dir, resume=ctx.resume)
     common = {"model": "ebm", "dataset": "mnist", "preset": "ebm-mnist"}
     records = [
         {**common, "metric": "epochs_trained", "value": result["epochs"], "unit": "epochs"},
@@ -269,10 +282,14 @@ def bench_samples(ctx: BenchContext) -> list[dict]:
                      f"EBM: samples after {int(result['sample_steps'])} Langevin steps from uniform noise")
     ctx.keep_picture(run_dir / "chain-strip.png", "ebm-mnist-chain-strip.png",
                      "EBM: Langevin chains from noise (one per row, left to right)")
+    resumed = (f" (continued from step {int(result['resumed_from_step'])}; this run trained "
+               f"{int(result['session_steps'])} steps in {result['session_train_s'] / 60:.1f} min)"
+               if result["resumed_from_step"] else "")
     ctx.notes.append(
         f"ebm-mnist trained {result['epochs']:.2f} epochs ({int(result['steps'])} steps) in "
-        f"{result['train_s'] / 60:.1f} min on {ctx.device} with {torch.get_num_threads()} threads"
-        f"{' (stopped by the budget)' if result['stopped_early'] else ''}; {int(result['rollbacks'])} roll-back(s), "
+        f"{result['train_s'] / 60:.1f} min of training loop on {ctx.device} with {torch.get_num_threads()} threads"
+        f"{resumed}{' (stopped by the budget)' if result['stopped_early'] else ''}; "
+        f"{int(result['rollbacks'])} roll-back(s), "
         f"final Langevin step {result['step_size']:g}; {int(result['n_samples'])} samples from noise with "
         f"{int(result['sample_steps'])} Langevin steps in {result['sample_s']:.0f} s. Run: {result['run_dir']}.")
     return records

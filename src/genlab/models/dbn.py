@@ -617,6 +617,9 @@ class DBN(GenerativeModel):
             raise ConfigError(f"DBN.sample_chain got unknown option(s): {', '.join(sorted(kwargs))}")
         if n < 1 or steps < 0 or every < 1:
             raise ConfigError(f"sample_chain needs n >= 1, steps >= 0 and every >= 1, got {n}, {steps}, {every}")
+        if label_gain is not None and label is None:
+            raise ConfigError("label_gain scales a clamped label unit, and no label is clamped; pass a label too "
+                              "(genlab sample RUN --label 7 --label-gain 2)")
         gain = self.config.label_gain if label_gain is None else float(label_gain)
         if not (math.isfinite(gain) and gain > 0.0):
             raise ConfigError(f"label_gain must be a finite number > 0, got {label_gain!r}")
@@ -689,6 +692,11 @@ class DBNClassifierConfig:
     n_classes: int = 10  # set from the data
     finetune_lr_scale: float = 1.0  # multiplies the cross-entropy (with SGD: the fine-tuning learning rate)
     finetune_lr_decay: float = 1.0  # ... times this per fine-tuning epoch (the Trainer's schedule spans all stages)
+    # Dropout while fine-tuning (Srivastava et al. 2014, section 6.1.1 fine-tunes pretrained DBNs this way): the
+    # probability of dropping an input pixel and a hidden unit. Inverted dropout, so the pretrained weights need
+    # no rescaling and evaluation uses them as they are.
+    finetune_input_dropout: float = 0.0
+    finetune_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.n_classes >= 2, f"model.n_classes must be >= 2, got {self.n_classes}")
@@ -696,6 +704,9 @@ class DBNClassifierConfig:
         _check(0.0 < self.finetune_lr_decay <= 1.0,
                f"model.finetune_lr_decay must be in (0, 1], got {self.finetune_lr_decay}")
         _check(not self.init_from or str(self.init_from).strip(), "model.init_from must be a run directory")
+        for name in ("finetune_input_dropout", "finetune_dropout"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"model.{name} must be in [0, 1), got {value}")
 
     @property
     def pretrain_epochs(self) -> int:
@@ -814,10 +825,11 @@ class DBNClassifier(GenerativeModel):
             self.head.bias.copy_(self.dbn.top.b[pen:])
 
     def logits(self, x: Tensor) -> Tensor:
-        """Class scores (B, n_classes) of images (B, ...) in [0, 1]."""
+        """Class scores (B, n_classes) of images (B, ...) in [0, 1]; with dropout in training mode only."""
         h = x.reshape(x.shape[0], -1).to(self.head.weight.dtype)
+        h = F.dropout(h, self.config.finetune_input_dropout, self.training)
         for layer in self.hidden:
-            h = torch.sigmoid(layer(h))
+            h = F.dropout(torch.sigmoid(layer(h)), self.config.finetune_dropout, self.training)
         return self.head(h)
 
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:

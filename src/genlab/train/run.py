@@ -85,13 +85,7 @@ def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_
     state = None
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        latest = ckpt.latest_checkpoint(run_dir)
-        tensors, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
-        try:
-            model.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{latest}: weights do not fit this model: {str(exc).splitlines()[0]}") from None
-        state = ckpt.load_train_state(latest / ckpt.STATE_FILE)
+        state = load_latest_checkpoint(model, run_dir)
     else:
         model.init_from_data(data.train)
         if write and dist_info.is_main:
@@ -117,6 +111,51 @@ def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_
                                          "world_size": dist_info.world_size,
                                          "max_param_diff": difference}) + "\n")
     return run_dir if dist_info.is_main else None
+
+
+def load_latest_checkpoint(model: torch.nn.Module, run_dir: Path) -> dict:
+    """Load the newest checkpoint of ``run_dir`` into ``model`` (built from the run's config); returns the
+    trainer state to pass to :meth:`Trainer.load_state_dict`."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    tensors, _ = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{latest}: weights do not fit this model: {str(exc).splitlines()[0]}") from None
+    return ckpt.load_train_state(latest / ckpt.STATE_FILE)
+
+
+# Sections of a run's config that decide what it learns; the rest (where data and runs live, threads, logging,
+# checkpoint cadence) may differ between a run and the command that continues it.
+_LEARNING_KEYS = ("model_name", "model", "optim")
+_DATA_LOCATION_KEYS = ("data_dir", "download")
+_TRAIN_KEYS = ("epochs", "max_steps", "seed", "amp")
+
+
+def _learning_settings(config: dict) -> dict:
+    config = json.loads(json.dumps(config))  # tuples -> lists, as in a config read back from YAML
+    data = {k: v for k, v in (config.get("data") or {}).items() if k not in _DATA_LOCATION_KEYS}
+    train = {k: v for k, v in (config.get("train") or {}).items() if k in _TRAIN_KEYS}
+    return {**{k: config.get(k) for k in _LEARNING_KEYS}, "data": data, "train": train}
+
+
+def find_resumable_run(parent: Path, config: RunConfig) -> Path | None:
+    """The newest run directory under ``parent`` that trains exactly what ``config`` trains (same model, data,
+    optimiser, epochs and seed; locations, threads and logging may differ) and has a checkpoint to continue
+    from; None when there is none. Benchmarks that train for a time budget use it to add budgets up."""
+    wanted = _learning_settings(config.to_dict())
+    candidates = sorted((p for p in Path(parent).glob("*/config.yaml")), key=lambda p: p.stat().st_mtime,
+                        reverse=True)
+    for config_file in candidates:
+        run_dir = config_file.parent
+        try:
+            if _learning_settings(load_run_config(run_dir)) != wanted or not ckpt.list_checkpoints(
+                    run_dir / "checkpoints"):
+                continue
+        except (CheckpointError, ConfigError):
+            continue
+        return run_dir
+    return None
 
 
 def config_for_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
