@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from genlab.bench import BenchContext, benchmark
 from genlab.config import DataConfig, apply_overrides, build_run_config
 
-HINTON2006 = {"value": 1.25, "source": "Hinton, Osindero & Teh 2006"}
+HINTON2006 = {"value": 1.25, "source": "Hinton, Osindero & Teh 2006", "higher_is_better": False}
 RECOGNITION_TARGET = {"value": 90.0, "source": "target: >= 90%", "higher_is_better": True}
 
 Predictor = Callable[[Tensor], Tensor]

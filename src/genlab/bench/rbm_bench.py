@@ -13,7 +13,8 @@ from genlab.data.datasets import build_data
 from genlab.train.run import build_model, train
 from genlab.train.trainer import Trainer, seed_everything
 
-SALAKHUTDINOV_CD25 = {"value": -86.34, "source": "Salakhutdinov & Murray 2008, CD-25, 500 hidden"}
+SALAKHUTDINOV_CD25 = {"value": -86.34, "source": "Salakhutdinov & Murray 2008, CD-25, 500 hidden",
+                      "higher_is_better": True}
 
 
 def _config(ctx: BenchContext, overrides: list[str], preset: str | None = None):

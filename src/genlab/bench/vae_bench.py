@@ -182,7 +182,7 @@ def bench_trainer_overhead(ctx: BenchContext) -> list[dict]:
          "median_s": result["plain_median_s"]},
         {**common, "metric": "trainer_overhead_ratio", "value": result["overhead_ratio"], "unit": "x",
          "median_ratio": result["median_ratio"],
-         "reference": {"value": OVERHEAD_TARGET, "source": "target (issue 4)"}},
+         "reference": {"value": OVERHEAD_TARGET, "source": "target (issue 4)", "higher_is_better": False}},
     ]
 
 
@@ -284,7 +284,8 @@ def _nll_records(ctx: BenchContext, preset: str, reference: float, label: str) -
     objective = "iwae" if "iwae" in preset else "elbo"
     common = {"model": "vae", "dataset": "mnist", "device": "cpu", "preset": preset, "objective": objective,
               "n_test": n_test}
-    return _likelihood_records(common, result, {"value": reference, "source": f"{BURDA_SOURCE} ({label})"})
+    return _likelihood_records(common, result, {"value": reference, "source": f"{BURDA_SOURCE} ({label})",
+                                                 "higher_is_better": False})
 
 
 def _likelihood_records(common: dict, result: dict[str, Any], reference: dict | None = None) -> list[dict]:
