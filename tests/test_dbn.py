@@ -117,6 +117,24 @@ def test_fine_tuning_dropout_acts_in_training_only_and_keeps_the_expected_activa
             DBNClassifierConfig(**bad)
 
 
+def test_fine_tuning_weight_decay_adds_the_l2_penalty_of_the_net_weights_to_the_cross_entropy():
+    dbn = DBNConfig(layers=(64, 16, 20), n_labels=4, epochs_per_layer=(1,))
+    torch.manual_seed(0)
+    plain = DBNClassifier(DBNClassifierConfig(dbn=dbn, n_classes=4, pretrain=False, finetune_lr_scale=3.0))
+    decayed = DBNClassifier(DBNClassifierConfig(dbn=dbn, n_classes=4, pretrain=False, finetune_lr_scale=3.0,
+                                                finetune_weight_decay=0.01))
+    decayed.load_state_dict(plain.state_dict())
+    for model in (plain, decayed):
+        model.on_epoch_start(0)
+    batch = (torch.rand(8, 64), torch.randint(0, 4, (8,)))
+    squares = sum(float((layer.weight.detach() ** 2).sum()) for layer in [*plain.hidden, plain.head])
+    loss, logs = decayed.loss(batch)
+    assert logs["l2_penalty"] == pytest.approx(0.5 * 0.01 * squares, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(plain.loss(batch)[0].detach()) + 3.0 * 0.5 * 0.01 * squares, rel=1e-5)
+    with pytest.raises(ConfigError, match="finetune_weight_decay"):
+        DBNClassifierConfig(finetune_weight_decay=-1.0)
+
+
 # ---------------------------------------------------------------------------------------------- the math
 
 

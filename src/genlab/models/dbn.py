@@ -698,6 +698,9 @@ class DBNClassifierConfig:
     # no rescaling and evaluation uses them as they are.
     finetune_input_dropout: float = 0.0
     finetune_dropout: float = 0.0
+    # L2 penalty (weight_decay / 2) * sum of squared weights added to the fine-tuning cross-entropy, so it is
+    # scaled by the same learning rate (the optimiser's weight decay serves the pretraining stages only).
+    finetune_weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.n_classes >= 2, f"model.n_classes must be >= 2, got {self.n_classes}")
@@ -705,6 +708,8 @@ class DBNClassifierConfig:
         _check(0.0 < self.finetune_lr_decay <= 1.0,
                f"model.finetune_lr_decay must be in (0, 1], got {self.finetune_lr_decay}")
         _check(not self.init_from or str(self.init_from).strip(), "model.init_from must be a run directory")
+        _check(self.finetune_weight_decay >= 0.0,
+               f"model.finetune_weight_decay must be >= 0, got {self.finetune_weight_decay}")
         for name in ("finetune_input_dropout", "finetune_dropout"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"model.{name} must be in [0, 1), got {value}")
@@ -834,15 +839,21 @@ class DBNClassifier(GenerativeModel):
         return self.head(h)
 
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
-        """DBN pretraining loss, then ``finetune_lr_scale · finetune_lr_decay^(fine-tuning epoch)`` × cross-entropy
-        (logs ``ce_nats``, ``error_pct``)."""
+        """DBN pretraining loss, then ``finetune_lr_scale · finetune_lr_decay^(fine-tuning epoch)`` × (cross-entropy
+        + the optional L2 penalty) (logs ``ce_nats``, ``error_pct``, ``l2_penalty``)."""
         if self.pretraining:
             return self.dbn.loss(batch)
         x, y = self._labelled(batch)
         logits = self.logits(x)
         ce = F.cross_entropy(logits, y)
         error = (logits.detach().argmax(1) != y).float().mean()
-        return self.loss_scale * ce, {"ce_nats": float(ce.detach()), "error_pct": 100.0 * float(error)}
+        logs = {"ce_nats": float(ce.detach()), "error_pct": 100.0 * float(error)}
+        if self.config.finetune_weight_decay:
+            squares = sum((layer.weight ** 2).sum() for layer in [*self.hidden, self.head])
+            penalty = 0.5 * self.config.finetune_weight_decay * squares
+            logs["l2_penalty"] = float(penalty.detach())
+            return self.loss_scale * (ce + penalty), logs
+        return self.loss_scale * ce, logs
 
     def _labelled(self, batch: Any) -> tuple[Tensor, Tensor]:
         x, y = _images_and_labels(batch, self.config.dbn.layers[0], "DBN classifier")
