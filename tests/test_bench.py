@@ -213,3 +213,27 @@ def test_papers_match_only_their_exact_dataset_and_targets_know_their_direction(
     assert ours[("vae", "test_nll_iwae_k5000")]["paper"] == 86.76
     assert "(worse)" in ours[("ebm", "recognised_conf_0.9_pct")]["verdict"]
     assert "(better)" in ours[("ebm", "step_s")]["verdict"]
+
+
+def test_resume_reaches_only_benchmarks_that_can_resume_and_is_refused_where_none_can(tmp_path, monkeypatch):
+    seen = {}
+
+    def budgeted(ctx):
+        seen["budgeted"] = ctx.resume
+        return []
+
+    def fixed(ctx):
+        seen["fixed"] = ctx.resume
+        return []
+
+    fakes = {"ebm_fake_budgeted": Benchmark("ebm_fake_budgeted", budgeted, ("full",), "fake", resumable=True),
+             "rbm_fake_fixed": Benchmark("rbm_fake_fixed", fixed, ("full",), "fake")}
+    monkeypatch.setattr(bench, "available", lambda: dict(fakes))
+    monkeypatch.setattr(bench, "git_commit", lambda: "abc123def456")
+    results = tmp_path / "benchmarks" / "results"
+    assert bench.run_benchmarks("full", only=None, results_dir=results, report=tmp_path / "B.md",
+                                device="cpu", resume=True) == 0
+    assert seen == {"budgeted": True, "fixed": False}
+    with pytest.raises(ConfigError, match="--resume applies to benchmarks that train for a budget"):
+        bench.run_benchmarks("full", only=["rbm_fake_fixed"], results_dir=results, report=tmp_path / "B.md",
+                             device="cpu", resume=True)

@@ -98,20 +98,27 @@ def test_classifier_stages_and_fine_tuning_learning_rate_decay():
     assert DBNClassifierConfig(init_from="somewhere").pretrain_epochs == 0
 
 
-def test_fine_tuning_dropout_acts_in_training_only_and_keeps_the_expected_activation():
+def test_fine_tuning_dropout_drops_each_layer_input_at_its_rate_and_rescales_the_rest_in_training_only():
+    torch.manual_seed(0)
     config = DBNClassifierConfig(dbn=DBNConfig(layers=(64, 16, 20), n_labels=4, epochs_per_layer=(1,)), n_classes=4,
                                  finetune_input_dropout=0.2, finetune_dropout=0.5)
     model = DBNClassifier(config)
-    x = torch.rand(4000, 64)
+    seen: dict[str, torch.Tensor] = {}
+    for name, layer in (("input", model.hidden[0]), ("hidden", model.hidden[1]), ("top", model.head)):
+        layer.register_forward_pre_hook(lambda module, args, name=name: seen.__setitem__(name, args[0]))
+    x = torch.rand(1, 64).clamp_min(0.05).expand(20000, -1)  # one image, many dropout masks
     model.eval()
-    assert torch.equal(model.logits(x), model.logits(x)), "evaluation is deterministic"
-    clean = model.logits(x[:1]).expand(4000, -1)
+    model.logits(x)
+    clean = {name: value[0].clone() for name, value in seen.items()}
+    assert all(torch.equal(value, value[:1].expand_as(value)) for value in seen.values()), "no dropout in eval"
     model.train()
-    noisy = model.logits(x[:1].expand(4000, -1))
-    assert not torch.equal(noisy[0], noisy[1])
-    # Inverted dropout leaves the expected input of each layer unchanged; through the sigmoids the mean logit
-    # only roughly matches, so compare loosely.
-    assert torch.allclose(noisy.mean(0), clean[0], atol=0.15)
+    model.logits(x)
+    for name, rate in (("input", 0.2), ("hidden", 0.5), ("top", 0.5)):
+        dropped = float((seen[name] == 0).float().mean())
+        assert abs(dropped - rate) < 0.01, f"{name}: dropped {dropped:.3f}, wanted {rate}"
+    kept = seen["input"] != 0  # inverted dropout: the pixels kept are scaled by 1 / (1 - rate)
+    assert torch.allclose(seen["input"][kept], (clean["input"] / 0.8).expand_as(kept)[kept], rtol=1e-5)
+    assert torch.allclose(seen["input"].mean(0), clean["input"], atol=0.02)
     for bad in ({"finetune_dropout": 1.0}, {"finetune_input_dropout": -0.1}):
         with pytest.raises(ConfigError, match="dropout must be in"):
             DBNClassifierConfig(**bad)

@@ -40,6 +40,8 @@ class Benchmark:
     function: Callable
     suites: tuple[str, ...]
     description: str
+    resumable: bool = False  # trains for a budget and honours BenchContext.resume
+
 
 
 @dataclass
@@ -78,9 +80,10 @@ class BenchContext:
 _BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def benchmark(name: str, *, suites: tuple[str, ...] = SUITES, description: str = ""):
+def benchmark(name: str, *, suites: tuple[str, ...] = SUITES, description: str = "", resumable: bool = False):
     def decorate(function: Callable) -> Callable:
-        _BENCHMARKS[name] = Benchmark(name, function, suites, description or (function.__doc__ or "").strip())
+        _BENCHMARKS[name] = Benchmark(name, function, suites, description or (function.__doc__ or "").strip(),
+                                      resumable)
         return function
 
     return decorate
@@ -165,6 +168,10 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
     selected = select_benchmarks(available(), only, suite)
+    if resume and not any(bench.resumable for bench in selected):
+        resumable = [bench.name for bench in available().values() if bench.resumable]
+        raise ConfigError(f"--resume applies to benchmarks that train for a budget ({', '.join(resumable)}); "
+                          f"none of {', '.join(bench.name for bench in selected)} does")
     results_dir.mkdir(parents=True, exist_ok=True)
     resolved = str(resolve_device(device))
     commit = git_commit()
@@ -175,7 +182,8 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         work_dir = results_dir.parent / "work" / bench.name
         work_dir.mkdir(parents=True, exist_ok=True)
         ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir,
-                           train_budget_s=train_budget_s, resume=resume, pictures_dir=results_dir.parent / PICTURES_DIRNAME)
+                           train_budget_s=train_budget_s, resume=resume and bench.resumable,
+                           pictures_dir=results_dir.parent / PICTURES_DIRNAME)
         started = time.perf_counter()
         print(f"[bench] {bench.name} ({suite}) ...", flush=True)
         try:

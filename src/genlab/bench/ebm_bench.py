@@ -6,7 +6,8 @@
   project's 2-core machine (issue 8); the target is <= 1.0 s. On a GPU the same figure is recorded for the GPU.
 * ``ebm_mnist_samples`` (full): train ``ebm-mnist`` for a wall-clock budget (``genlab bench --budget-minutes``, default one
   hour; never beyond the preset's 60 epochs; ``--resume`` continues the newest run of the preset in
-  ``benchmarks/work/ebm_mnist_samples/`` so budgets spread over several sessions add up), draw 1000 samples from uniform noise with 1000 Langevin steps, and
+  ``benchmarks/work/ebm_mnist_samples/`` so budgets spread over several sessions add up), draw 1000 samples
+  from uniform noise with 1000 Langevin steps, and
   report energy-based OOD AUROCs (MNIST test vs Fashion-MNIST test and vs noise). When :mod:`genlab.eval.judge`
   provides its sample metrics, also the % of samples it recognises with confidence > 0.9 (target >= 80%), the
   class-histogram entropy (target >= 2.2 nats: all ten digits) and the Fréchet distance on its features, beside
@@ -263,7 +264,7 @@ def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", dat
             "sample_steps": float(sample_steps)}
 
 
-@benchmark("ebm_mnist_samples", suites=("full",),
+@benchmark("ebm_mnist_samples", suites=("full",), resumable=True,
            description="ebm-mnist trained for a wall-clock budget: 1000 samples from noise judged; OOD AUROC")
 def bench_samples(ctx: BenchContext) -> list[dict]:
     result = train_and_judge(budget_s=ctx.budget(TRAIN_BUDGET_S), work_dir=ctx.work_dir, device=ctx.device,

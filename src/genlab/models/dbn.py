@@ -609,8 +609,8 @@ class DBN(GenerativeModel):
 
         Returns (steps // every + 1, n, *image_shape) in [0, 1]; frame 0 is the start (``init`` itself, or the
         random start decoded by a sampled down pass even with ``mean_field``: its mean-field decoding would be
-        the same image for every chain, since the random start has one probability vector). ``label`` (an int or one per chain) is clamped in the top RBM, its unit set to
-        ``label_gain`` (default ``config.label_gain``); otherwise the label units are sampled with the rest.
+        the same image for every chain, since the random start has one probability vector). ``label`` (an int
+        or one per chain) is clamped in the top RBM, its unit set to ``label_gain`` (default ``config.label_gain``); otherwise the label units are sampled with the rest.
         ``mean_field`` (default ``config.mean_field_down``) decodes each frame's penultimate probabilities
         without sampling the layers below.
         """

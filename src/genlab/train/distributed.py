@@ -37,6 +37,9 @@ def init_distributed(device_type: str) -> DistInfo:
 
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
+        # Every rank finishes its last collective before any tears gloo down: a rank that destroyed the group
+        # while another was still in one aborted now and then ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
