@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 
 from genlab.bench import BenchContext, benchmark
-from genlab.config import RunConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
+from genlab.config import RunConfig, apply_overrides, build_run_config, load_yaml
 from genlab.data.datasets import build_data
-from genlab.train.callbacks import WallClockBudget, default_callbacks
-from genlab.train.run import build_model, find_resumable_run, load_latest_checkpoint, new_run_dir
-from genlab.train.trainer import Trainer, build_optimizer, seed_everything
+from genlab.train.callbacks import WallClockBudget
+from genlab.train.run import build_model, fit
+from genlab.train.trainer import build_optimizer, seed_everything
 
 SEED_KERAS_STEP = {"value": 4.2, "source": "seed Keras/TF2 eager recipe, same 2-core machine (issue 8)",
                    "higher_is_better": False}
@@ -147,36 +147,19 @@ def train_for_budget(budget_s: float, *, work_dir: Path, device: str = "cpu", da
     thing (:func:`genlab.train.run.find_resumable_run`) from its last checkpoint, so budgets add up; a new run
     when there is none. Returns (model, config, data bundle, facts) with the run directory in ``model.run_dir``;
     ``facts`` counts steps, epochs and training time over the whole run, and this call's share separately."""
-    started = time.perf_counter()
+    guard = WallClockBudget(budget_s, time.perf_counter())
     config = preset_config("ebm-mnist", ["train.progress=false", f"train.device={device}",
                                          f"train.out_dir={work_dir}", *_data_flags(data_dir), *overrides])
-    seed_everything(config.train.seed)
-    data = build_data(config.data, seed=config.train.seed)
-    seed_everything(config.train.seed)
-    model, config = build_model(config, data)
-    run_dir = find_resumable_run(work_dir, config) if resume else None
-    state = load_latest_checkpoint(model, run_dir) if run_dir is not None else None
-    if state is None:
-        model.init_from_data(data.train)
-        run_dir = new_run_dir(config)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
-    model.to(device)
-    guard = WallClockBudget(budget_s, started)
-    trainer = Trainer(model, config, data, device=torch.device(device), run_dir=run_dir,
-                      callbacks=default_callbacks(run_dir, config.train, True) + [guard])
-    if state is not None:
-        trainer.load_state_dict(state)
-    else:
-        seed_everything(config.train.seed)
-    first_step, first_elapsed = trainer.step, trainer.elapsed
-    trainer.fit()
-    model.run_dir = run_dir
-    facts = {"train_s": trainer.elapsed, "steps": float(trainer.step), "epochs": trainer.step / len(data.train),
-             "session_train_s": trainer.elapsed - first_elapsed, "session_steps": float(trainer.step - first_step),
-             "resumed_from_step": float(first_step), "stopped_early": float(guard.stopped_early),
+    outcome = fit(config, resume_matching_in=work_dir if resume else None, extra_callbacks=(guard,))
+    trainer, model = outcome.trainer, outcome.trainer.model
+    model.run_dir = outcome.run_dir
+    facts = {"train_s": trainer.elapsed, "steps": float(trainer.step),
+             "epochs": trainer.step / len(outcome.data.train),
+             "session_train_s": trainer.elapsed - outcome.first_elapsed,
+             "session_steps": float(trainer.step - outcome.first_step),
+             "resumed_from_step": float(outcome.first_step), "stopped_early": float(guard.stopped_early),
              "rollbacks": float(model.rollbacks), "step_size": float(model.current_step_size)}
-    return model, config, data, facts
+    return model, outcome.config, outcome.data, facts
 
 
 @torch.no_grad()

@@ -60,28 +60,57 @@ def build_model(config: RunConfig, data: DataBundle):
     return entry.model_cls(model_config), config
 
 
+@dataclasses.dataclass
+class FitOutcome:
+    """What :func:`fit` leaves behind: the run directory (None on non-main ranks or without writing), the
+    trainer (its model, step and elapsed time), the model-adapted config, the data, and where a resumed run
+    started from (step 0 and 0 s for a new run)."""
+
+    run_dir: Path | None
+    trainer: Trainer
+    config: RunConfig
+    data: DataBundle
+    first_step: int
+    first_elapsed: float
+
+
 def train(config: RunConfig, *, resume_dir: Path | None = None, run_dir: Path | None = None,
           write: bool = True) -> Path | None:
     """Train (or resume) a run; returns the run directory (None on non-main ranks or when ``write`` is off)."""
+    return fit(config, resume_dir=resume_dir, run_dir=run_dir, write=write).run_dir
+
+
+def fit(config: RunConfig, *, resume_dir: Path | None = None, resume_matching_in: Path | None = None,
+        run_dir: Path | None = None, write: bool = True, extra_callbacks: tuple = ()) -> FitOutcome:
+    """Train (or resume) a run and return its :class:`FitOutcome`.
+
+    ``resume_dir`` continues that run; ``resume_matching_in`` continues the newest run under that directory that
+    trains the same thing (:func:`find_resumable_run`), or starts a new one when there is none, so wall-clock
+    budgets spread over several calls add up. ``extra_callbacks`` go after the default ones (e.g. a
+    :class:`~genlab.train.callbacks.WallClockBudget`)."""
     device = resolve_device(config.train.device)
     dist_info = init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _train(config, device, dist_info, resume_dir, run_dir, write)
+        return _fit(config, device, dist_info, resume_dir, resume_matching_in, run_dir, write,
+                    list(extra_callbacks))
     finally:
         shutdown_distributed()
 
 
-def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_dir: Path | None,
-           run_dir: Path | None, write: bool) -> Path | None:
+def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_dir: Path | None,
+         resume_matching_in: Path | None, run_dir: Path | None, write: bool, extra_callbacks: list) -> FitOutcome:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
     data = build_data(config.data, seed=config.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     seed_everything(config.train.seed)
     model, config = build_model(config, data)
+    if resume_dir is None and resume_matching_in is not None:
+        # Matched against the adapted config, as the run saved it.
+        resume_dir = find_resumable_run(resume_matching_in, config)
     state = None
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -94,7 +123,7 @@ def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_
     if write and dist_info.is_main and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
-    callbacks = default_callbacks(run_dir if write else None, config.train, dist_info.is_main)
+    callbacks = default_callbacks(run_dir if write else None, config.train, dist_info.is_main) + extra_callbacks
     trainer = Trainer(model, config, data, device=device, dist_info=dist_info, run_dir=run_dir,
                       callbacks=callbacks)
     if state is not None:
@@ -102,6 +131,7 @@ def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_
     else:
         # Model initialisation used the shared seed; training noise gets a per-rank stream.
         seed_everything(config.train.seed + dist_info.rank)
+    first_step, first_elapsed = trainer.step, trainer.elapsed
     trainer.fit()
     if dist_info.enabled:
         difference = max_replica_difference(model)
@@ -110,7 +140,8 @@ def _train(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_
                 handle.write(json.dumps({"step": trainer.step, "event": "ddp_check",
                                          "world_size": dist_info.world_size,
                                          "max_param_diff": difference}) + "\n")
-    return run_dir if dist_info.is_main else None
+    return FitOutcome(run_dir=run_dir if dist_info.is_main else None, trainer=trainer, config=config, data=data,
+                      first_step=first_step, first_elapsed=first_elapsed)
 
 
 def load_latest_checkpoint(model: torch.nn.Module, run_dir: Path) -> dict:
