@@ -239,6 +239,42 @@ def test_divergence_rolls_back_to_the_last_good_state_with_a_smaller_step():
     assert state["rollbacks"] == 1 and float(model.state_dict()["current_step_size"]) == 0.5
 
 
+def test_roll_back_restores_the_optimizer_moments_but_keeps_the_learning_rate():
+    model = tiny_model(snapshot_every=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.attach_optimizer(optimizer)
+    data = bars(32)
+
+    def train_step():
+        loss, _ = model.loss((data, None))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    train_step()
+    train_step()
+    good = {index: {key: value.clone() for key, value in moments.items()}
+            for index, moments in optimizer.state_dict()["state"].items()}
+    train_step()  # its loss() remembers the state after the second step as good, then the step moves on
+    saved = model.extra_state()
+    optimizer.param_groups[0]["lr"] = 5e-4  # a schedule moved on meanwhile
+    blow_up(model)
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        model.loss((data, None))
+    restored = optimizer.state_dict()["state"]
+    assert restored.keys() == good.keys()
+    for index, moments in good.items():
+        for key, value in moments.items():
+            assert torch.equal(restored[index][key], value), f"optimizer state {index}/{key} was not rolled back"
+    assert optimizer.param_groups[0]["lr"] == 5e-4, "the learning rate stays with the trainer's schedule"
+
+    # The good optimizer state travels in checkpoints, so a resumed run rolls back the same way.
+    twin = tiny_model(snapshot_every=1)
+    twin.load_extra_state(saved)
+    assert all(torch.equal(twin._good["optimizer"][i]["exp_avg"], saved["good"]["optimizer"][i]["exp_avg"])
+               for i in good)
+
+
 def test_divergence_stops_with_a_training_error_when_asked_or_out_of_retries():
     stopper = tiny_model(health="stop")
     stopper.loss((bars(16), None))

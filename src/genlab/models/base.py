@@ -103,5 +103,9 @@ class GenerativeModel(nn.Module, abc.ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called by the Trainer with the optimizer it steps. Models that roll themselves back after a divergence
+        keep it to roll its state (e.g. Adam's moments) back too; the default ignores it."""
+
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for per-epoch model state (e.g. annealed sampler settings)."""

@@ -20,12 +20,13 @@ saved in ``extra_state``, so a resumed run continues exactly.
 
 Health: every step checks the energies, the input-gradient norm of the Langevin chains, the previous step's
 parameter-gradient norm and the fraction of negatives that collapsed to a blank (all low) or white (all high)
-image. On divergence the model either rolls back to its last good in-memory state (weights and replay buffer)
-with a smaller Langevin step size (logged as ``step_size`` and ``rollbacks``), or stops with a TrainingError.
+image. On divergence the model either rolls back to its last good in-memory state (weights, replay buffer and the
+trainer's optimizer moments) with a smaller Langevin step size (logged as ``step_size`` and ``rollbacks``), or stops with a TrainingError.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -269,6 +270,7 @@ class EBM(GenerativeModel):
         self.train_steps = 0  # loss() calls that ended healthy
         self.rollbacks = 0
         self._good: dict[str, Any] | None = None  # last good in-memory state
+        self._optimizer: torch.optim.Optimizer | None = None  # the trainer's, rolled back with the weights
 
     @classmethod
     def adapt_config(cls, config: EBMConfig, info: DataInfo) -> EBMConfig:
@@ -470,15 +472,26 @@ class EBM(GenerativeModel):
                       f"with Langevin step size {float(self.current_step_size):.4g} "
                       f"(roll-back {self.rollbacks}/{cfg.max_recoveries})", RuntimeWarning, stacklevel=3)
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self._optimizer = optimizer
+
     def _remember_good_state(self) -> None:
         self._good = {"params": {name: p.detach().clone() for name, p in self.named_parameters()},
                       "buffer": self.buffer.state_dict(), "train_steps": self.train_steps}
+        if self._optimizer is not None:
+            # Adam's moments after a blow-up carry the exploded gradients; they are rolled back with the weights.
+            self._good["optimizer"] = copy.deepcopy(self._optimizer.state_dict()["state"])
 
     def _restore_good_state(self) -> None:
         with torch.no_grad():
             for name, parameter in self.named_parameters():
                 parameter.copy_(self._good["params"][name])  # in place: the optimizer keeps its references
         self.buffer.load_state_dict(self._good["buffer"])
+        if self._optimizer is not None and "optimizer" in self._good:
+            # Only the per-parameter state: learning rates stay with the trainer's schedule.
+            current = self._optimizer.state_dict()
+            self._optimizer.load_state_dict({"state": copy.deepcopy(self._good["optimizer"]),
+                                             "param_groups": current["param_groups"]})
 
     def extra_state(self) -> dict[str, Any]:
         """The replay buffer, step and roll-back counters and the last good state, so resume is exact."""
@@ -487,6 +500,8 @@ class EBM(GenerativeModel):
         if self._good is not None:
             state["good"] = {"params": {k: v.cpu() for k, v in self._good["params"].items()},
                              "buffer": self._good["buffer"], "train_steps": self._good["train_steps"]}
+            if "optimizer" in self._good:
+                state["good"]["optimizer"] = self._good["optimizer"]
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -504,6 +519,8 @@ class EBM(GenerativeModel):
                 device = self._device()
                 self._good = {"params": {k: torch.as_tensor(v).to(device) for k, v in good["params"].items()},
                               "buffer": good["buffer"], "train_steps": int(good["train_steps"])}
+                if "optimizer" in good:  # absent in checkpoints written before roll-backs covered it
+                    self._good["optimizer"] = good["optimizer"]
         except KeyError as exc:
             raise CheckpointError(f"EBM training state in the checkpoint lacks {exc}; it was not written by "
                                   "this version of genlab's EBM") from None

@@ -98,6 +98,7 @@ class Trainer:
                 model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
                 find_unused_parameters=model.ddp_find_unused_parameters)
         self.optimizer = build_optimizer(model, config.optim)
+        model.attach_optimizer(self.optimizer)
         self.steps_per_epoch = len(data.train)
         if self.steps_per_epoch == 0:
             raise TrainingError(f"the training set has fewer examples ({data.train.num_examples}) than one batch "
