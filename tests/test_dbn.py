@@ -292,6 +292,34 @@ def test_updown_trains_recognition_generative_and_top_weights_only():
     assert model.top.W.grad is not None
 
 
+@pytest.mark.parametrize("epoch, scale_name", [(0, None), (2, None), (3, "pcd_lr_scale"),
+                                               (4, "updown_lr_scale")])
+def test_weight_decay_follows_each_stage_learning_rate_scale(epoch, scale_name):
+    # SGD's own weight decay would not be scaled with a stage's loss: at scale 0.1 it would be a 10x stronger
+    # L2 relative to the gradient. The DBN's penalty sits inside the scaled loss instead.
+    config = DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,), pcd_epochs=1,
+                       pcd_lr_scale=0.1, updown_epochs=1, updown_lr_scale=0.3)
+    scale = getattr(config, scale_name) if scale_name else 1.0
+
+    def gradients(weight_decay: float) -> tuple[dict[str, torch.Tensor], DBN]:
+        torch.manual_seed(0)
+        model = DBN(config)
+        assert all(group["weight_decay"] == 0.0 for group in model.param_groups(weight_decay))
+        model.on_epoch_start(epoch)
+        torch.manual_seed(1)
+        model.loss(toy_batch())[0].backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}, model
+
+    plain, _ = gradients(0.0)
+    decayed, model = gradients(0.02)
+    assert plain.keys() == decayed.keys()
+    for name, parameter in model.named_parameters():
+        if name not in plain:
+            continue
+        expected = scale * 0.02 * parameter.detach() if parameter.ndim == 2 else torch.zeros_like(parameter)
+        assert torch.allclose(decayed[name] - plain[name], expected, atol=1e-7), name
+
+
 def test_untying_keeps_the_generative_model():
     torch.manual_seed(0)
     model = DBN(DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,), updown_epochs=1))
@@ -409,10 +437,18 @@ def test_fine_tuned_net_gets_no_weight_decay_and_a_classifier_run_can_seed_anoth
                              "model.dbn.pcd_epochs=0", "train.epochs=2", "model.dbn.sample_steps=5"))
     model, _ = load_model(first)
     groups = model.param_groups(0.01)
-    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
-    net = [p for name, p in model.named_parameters() if not name.startswith("dbn.")]
-    assert net and not decayed & {id(p) for p in net}
-    assert decayed <= {id(p) for p in model.dbn.parameters()} and decayed
+    assert all(group["weight_decay"] == 0.0 for group in groups), "no optimizer decay: the DBN's is in its loss"
+    assert model.dbn.weight_decay == 0.01
+    model.on_epoch_start(0)  # pretraining: the DBN's loss carries the L2 penalty; fine-tuning: none
+    model.dbn.rbms[0].W.grad = None
+    torch.manual_seed(0)
+    model.loss(toy_batch(n_labels=4))[0].backward()
+    with_decay = model.dbn.rbms[0].W.grad.clone()
+    model.param_groups(0.0)
+    model.dbn.rbms[0].W.grad = None
+    torch.manual_seed(0)
+    model.loss(toy_batch(n_labels=4))[0].backward()
+    assert torch.allclose(with_decay - model.dbn.rbms[0].W.grad, 0.01 * model.dbn.rbms[0].W, atol=1e-7)
     second = train(run_config("dbn-classifier", tiny_images, tmp_path / "b", f"model.init_from={first}",
                               "train.epochs=1", "train.max_steps=1"))
     again, _ = load_model(second)

@@ -182,6 +182,22 @@ def test_weights_that_do_not_match_their_config_are_refused(tiny_images, tmp_pat
         ckpt.load_model(run_dir)
 
 
+def test_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tiny_images, tmp_path):
+    from genlab.data.datasets import build_data
+    from genlab.train.run import build_model, load_latest_checkpoint
+    from genlab.train.trainer import Trainer
+
+    config = tiny_config(tiny_images, tmp_path, "train.max_steps=2")
+    run_dir = train(config)
+    data = build_data(config.data, seed=0)
+    model, config = build_model(config, data)
+    state = load_latest_checkpoint(model, run_dir)
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"] * 2  # as from another version
+    trainer = Trainer(model, config, data, device=torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="optimizer state does not fit"):
+        trainer.load_state_dict(state)
+
+
 def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
     import socket
 

@@ -231,6 +231,7 @@ class DBN(GenerativeModel):
         # PCD fantasy particles [pen, labels] of the top RBM: training state, saved by extra_state.
         self.register_buffer("top_chains", torch.zeros(0, self.top.config.n_visible), persistent=False)
         self.stage, self.layer = config.stage_of_epoch(0)  # what trains now; set by on_epoch_start
+        self.weight_decay = 0.0  # optim.weight_decay, applied in the loss (see param_groups)
 
     # ------------------------------------------------------------------ configuration and stages
 
@@ -356,12 +357,29 @@ class DBN(GenerativeModel):
             v = self.layer_input(x, layer)
         if self.stage == "pcd":
             loss, logs = self._top_cd_loss(v, self._one_hot(y, x.shape[0]), self.config.top_cd_k, persistent=True)
-            loss = self.config.pcd_lr_scale * loss
+            loss = self.config.pcd_lr_scale * (loss + self._l2_penalty([self.top.W]))
         elif layer == self.config.n_rbms - 1 and self.config.n_labels:
             loss, logs = self._top_cd_loss(v, self._one_hot(y, x.shape[0]), self.config.top_cd_k)
+            loss = loss + self._l2_penalty([self.top.W])
         else:
             loss, logs = self.rbms[layer].loss(v)  # the RBM's own CD-k
+            loss = loss + self._l2_penalty([self.rbms[layer].W])
         return loss, {"layer": float(layer), **logs}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """No optimizer weight decay: the DBN adds ``optim.weight_decay`` as an L2 penalty to each stage's loss
+        (:meth:`_l2_penalty`) *before* the stage's scale (``pcd_lr_scale``, ``updown_lr_scale``), so the decay
+        follows the stage's learning rate. Optimizer decay would not: with the loss scaled by 0.1 it would act
+        as a 10 times stronger L2 relative to the gradient."""
+        self.weight_decay = float(weight_decay)
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": 0.0}]
+
+    def _l2_penalty(self, weights: Sequence[Tensor]) -> Tensor:
+        """``weight_decay / 2 · Σ ||W||²`` over the weight matrices a stage trains (biases are not decayed, as
+        in Hinton's practical guide, section 10); its gradient is SGD's weight-decay term ``weight_decay · W``."""
+        if not self.weight_decay:
+            return weights[0].new_zeros(())
+        return 0.5 * self.weight_decay * sum((w ** 2).sum() for w in weights)
 
     def _top_cd_loss(self, pen: Tensor, labels: Tensor, k: int,
                      persistent: bool = False) -> tuple[Tensor, dict[str, float]]:
@@ -433,7 +451,8 @@ class DBN(GenerativeModel):
             Σ_l BCE(gen logits(s_{l+1}), s_l) + Σ_l BCE(rec logits(r_l), r_{l+1}) + F(top data) - F(top model),
 
         whose gradients are exactly the paper's delta rules (generative weights learn to reconstruct the wake
-        states, recognition weights to recover the sleep states) and the CD update of the top RBM.
+        states, recognition weights to recover the sleep states) and the CD update of the top RBM; plus the L2
+        penalty on all the weights it trains (:meth:`_l2_penalty`).
         """
         cfg = self.config
         count = x.shape[0]
@@ -461,7 +480,8 @@ class DBN(GenerativeModel):
             F.linear(sleep[l], self.rbms[l].W, self.rbms[l].c), sleep[l + 1], reduction="sum") / count
             for l in range(lower)]
         cd_gap = self.top.free_energy(v_data).mean() - self.top.free_energy(v_model).mean()
-        total = sum(generative, cd_gap.new_zeros(())) + sum(recognition, cd_gap.new_zeros(())) + cd_gap
+        penalty = self._l2_penalty([*self.gen_weights, *(self.rbms[l].W for l in range(lower)), self.top.W])
+        total = sum(generative, cd_gap.new_zeros(())) + sum(recognition, cd_gap.new_zeros(())) + cd_gap + penalty
         logs = {"layer": float(cfg.n_rbms), "cd_gap": float(cd_gap.detach()),
                 "wake_recon_ce_nats": float(generative[0].detach()) if generative else 0.0,
                 "sleep_ce_nats": float(sum(r.detach() for r in recognition)) if recognition else 0.0}

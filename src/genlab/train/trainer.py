@@ -14,7 +14,7 @@ import torch
 
 from genlab.config import OptimConfig, RunConfig
 from genlab.data.datasets import DataBundle
-from genlab.errors import TrainingError
+from genlab.errors import CheckpointError, TrainingError
 from genlab.models.base import GenerativeModel
 from genlab.train.distributed import DistInfo, all_ranks_agree
 
@@ -134,7 +134,12 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. other parameter groups: written by another genlab version or model
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit this run's optimizer ({exc}); "
+                                  "it was written by another version of genlab or another model config. "
+                                  "Start a new run, or initialise from its weights where the model allows") from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.model.load_extra_state(state.get("model_extra", {}))
         set_rng_state(state["rng"])
