@@ -320,6 +320,10 @@ def test_sample_and_chain_shapes_ranges_and_options():
     assert chain.shape == (7 // 2 + 1, 3, 1, 8, 8)
     assert torch.equal(chain[0], start)
     assert model.chain_picture(steps=7).shape == (64, 1, 8, 8)
+    # 10 steps in 4 frames: frames every 3 steps stop at step 9; the strip still ends on the final sample.
+    strip = model.chain_picture(steps=10, chains=4, generator=torch.Generator().manual_seed(1))
+    final = model.sample(4, steps=10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(strip.reshape(4, 4, 1, 8, 8)[:, -1], final)
     with pytest.raises(ConfigError, match="unknown option"):
         model.sample(2, temperature=0.5)
     with pytest.raises(ConfigError):
@@ -357,6 +361,13 @@ def test_stop_and_resume_equals_one_straight_run(tiny_images, tmp_path):
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert torch.equal(extra_a["buffer"]["samples"], extra_b["buffer"]["samples"])
     assert extra_a["buffer"]["head"] == extra_b["buffer"]["head"] and extra_a["train_steps"] == 6
+
+    def grad_norms(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["param_grad_norm"] for r in rows if r.get("split") == "train"}
+
+    # The first step after the resume checks (and logs) the previous step's gradient norm, as straight through.
+    assert grad_norms(partial)[4] == pytest.approx(grad_norms(straight)[4], rel=1e-6) and grad_norms(straight)[4] > 0
 
 
 def test_a_forced_blow_up_mid_run_is_rolled_back_and_logged(tiny_images, tmp_path, monkeypatch):

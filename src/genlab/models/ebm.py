@@ -264,13 +264,14 @@ class EBM(GenerativeModel):
         self.low, self.high = float(config.value_range[0]), float(config.value_range[1])
         self.net = EnergyNet(config)
         # The Langevin step size in use; lowered by roll-backs and saved with the weights so sampling uses it.
-        self.register_buffer("current_step_size", torch.tensor(float(config.step_size), dtype=torch.float64))
+        self.register_buffer("current_step_size", torch.tensor(float(config.step_size), dtype=torch.float32))
         self.buffer = ReplayBuffer(config.buffer_size, self.image_shape, fresh_fraction=config.fresh_fraction,
                                    value_range=(self.low, self.high))
         self.train_steps = 0  # loss() calls that ended healthy
         self.rollbacks = 0
         self._good: dict[str, Any] | None = None  # last good in-memory state
         self._optimizer: torch.optim.Optimizer | None = None  # the trainer's, rolled back with the weights
+        self._resumed_grad_norm: float | None = None  # the previous step's gradient norm, from a checkpoint
 
     @classmethod
     def adapt_config(cls, config: EBMConfig, info: DataInfo) -> EBMConfig:
@@ -342,17 +343,26 @@ class EBM(GenerativeModel):
             raise ConfigError(f"EBM.sample_chain got unknown option(s): {', '.join(sorted(kwargs))}")
         if every < 1:
             raise ConfigError(f"sample_chain needs every >= 1, got {every}")
+        return self._chain(n, steps=steps, init=init, generator=generator, every=every, step_size=step_size,
+                           noise_std=noise_std).frames
+
+    def _chain(self, n: int, *, steps: int, init: Tensor | None = None, generator: torch.Generator | None = None,
+               every: int = 1, step_size: float | None = None, noise_std: float | None = None):
+        """The sampler's whole result (frames every ``every`` steps and the final samples)."""
         settings = self._sampler_settings(step_size, noise_std)
         start = self._start(n, init, generator)
         return langevin(self._sampling_energy, start, steps=int(steps), generator=generator, every=int(every),
-                        **settings).frames
+                        **settings)
 
     def chain_picture(self, *, steps: int, generator: torch.Generator | None = None,
                       chains: int = CHAIN_FRAMES) -> Tensor:
         """``chains`` Langevin chains from noise, ``chains`` evenly spaced frames each (first: the noise, last: the
         final sample), as (chains², C, H, W) in chain-major order: a square grid with one chain per row."""
         every = max(1, steps // max(1, chains - 1))
-        frames = self.sample_chain(chains, steps=steps, generator=generator, every=every)
+        chain = self._chain(chains, steps=steps, generator=generator, every=every)
+        frames = chain.frames
+        if steps % every:  # the frames stop short of the last step: the final sample closes the strip
+            frames = torch.cat([frames, chain.samples.unsqueeze(0)])
         picks = torch.linspace(0, frames.shape[0] - 1, chains).round().long()
         return frames[picks].transpose(0, 1).reshape(chains * chains, *self.image_shape)
 
@@ -380,6 +390,9 @@ class EBM(GenerativeModel):
         if self._good is None:
             self._remember_good_state()
         param_grad_norm = self._param_grad_norm()
+        if self._resumed_grad_norm is not None:
+            # Gradients are not checkpointed; the norm they had is, so a resumed run checks the same number.
+            param_grad_norm, self._resumed_grad_norm = self._resumed_grad_norm, None
         while True:
             loss, logs, health = self._contrastive_step(x, param_grad_norm)
             problem = self._diagnose(health)
@@ -496,7 +509,7 @@ class EBM(GenerativeModel):
     def extra_state(self) -> dict[str, Any]:
         """The replay buffer, step and roll-back counters and the last good state, so resume is exact."""
         state: dict[str, Any] = {"buffer": self.buffer.state_dict(), "train_steps": self.train_steps,
-                                 "rollbacks": self.rollbacks}
+                                 "rollbacks": self.rollbacks, "param_grad_norm": self._param_grad_norm()}
         if self._good is not None:
             state["good"] = {"params": {k: v.cpu() for k, v in self._good["params"].items()},
                              "buffer": self._good["buffer"], "train_steps": self._good["train_steps"]}
@@ -511,6 +524,8 @@ class EBM(GenerativeModel):
             self.buffer.load_state_dict(state["buffer"])
             self.train_steps = int(state["train_steps"])
             self.rollbacks = int(state["rollbacks"])
+            if "param_grad_norm" in state:  # absent in checkpoints written before it was kept
+                self._resumed_grad_norm = float(state["param_grad_norm"])
             good = state.get("good")
             if good is not None:
                 names = {name for name, _ in self.named_parameters()}
