@@ -137,7 +137,8 @@ def test_fine_tuning_weight_decay_adds_the_l2_penalty_of_the_net_weights_to_the_
     squares = sum(float((layer.weight.detach() ** 2).sum()) for layer in [*plain.hidden, plain.head])
     loss, logs = decayed.loss(batch)
     assert logs["l2_penalty"] == pytest.approx(0.5 * 0.01 * squares, rel=1e-5)
-    assert float(loss.detach()) == pytest.approx(float(plain.loss(batch)[0].detach()) + 3.0 * 0.5 * 0.01 * squares, rel=1e-5)
+    expected = float(plain.loss(batch)[0].detach()) + 3.0 * 0.5 * 0.01 * squares
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ConfigError, match="finetune_weight_decay"):
         DBNClassifierConfig(finetune_weight_decay=-1.0)
 

@@ -275,6 +275,18 @@ def test_roll_back_restores_the_optimizer_moments_but_keeps_the_learning_rate():
                for i in good)
 
 
+def test_the_trainer_hands_its_optimizer_to_the_model(tiny_images, tmp_path):
+    from genlab.data.datasets import build_data
+    from genlab.train.run import build_model
+    from genlab.train.trainer import Trainer
+
+    config = tiny_run_config(tiny_images, tmp_path)
+    data = build_data(config.data, seed=0)
+    model, config = build_model(config, data)
+    trainer = Trainer(model, config, data, device=torch.device("cpu"))
+    assert model._optimizer is trainer.optimizer, "roll-backs restore the optimizer the trainer steps"
+
+
 def test_divergence_stops_with_a_training_error_when_asked_or_out_of_retries():
     stopper = tiny_model(health="stop")
     stopper.loss((bars(16), None))

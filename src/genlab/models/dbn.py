@@ -180,6 +180,14 @@ def sample_softmax(probs: Tensor, generator: torch.Generator | None = None) -> T
     return F.one_hot(index, probs.shape[1]).to(probs.dtype)
 
 
+def l2_penalty(weight_decay: float, weights: Sequence[Tensor]) -> Tensor:
+    """``weight_decay / 2 · Σ ||W||²``: its gradient is SGD's weight-decay term ``weight_decay · W``, but inside a
+    loss it is scaled with the loss (a stage's or fine-tuning's learning-rate scale), which optimizer decay is not."""
+    if not weight_decay:
+        return weights[0].new_zeros(())
+    return 0.5 * weight_decay * sum((w ** 2).sum() for w in weights)
+
+
 def _images_and_labels(batch: Any, n_visible: int, what: str) -> tuple[Tensor, Tensor | None]:
     """``(x, y)`` or ``x`` -> x (B, n_visible) checked to lie in [0, 1], and y (B,) or None."""
     x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
@@ -375,11 +383,9 @@ class DBN(GenerativeModel):
         return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": 0.0}]
 
     def _l2_penalty(self, weights: Sequence[Tensor]) -> Tensor:
-        """``weight_decay / 2 · Σ ||W||²`` over the weight matrices a stage trains (biases are not decayed, as
-        in Hinton's practical guide, section 10); its gradient is SGD's weight-decay term ``weight_decay · W``."""
-        if not self.weight_decay:
-            return weights[0].new_zeros(())
-        return 0.5 * self.weight_decay * sum((w ** 2).sum() for w in weights)
+        """:func:`l2_penalty` of the weight matrices a stage trains with ``optim.weight_decay`` (biases are not
+        decayed, as in Hinton's practical guide, section 10)."""
+        return l2_penalty(self.weight_decay, weights)
 
     def _top_cd_loss(self, pen: Tensor, labels: Tensor, k: int,
                      persistent: bool = False) -> tuple[Tensor, dict[str, float]]:
@@ -630,7 +636,8 @@ class DBN(GenerativeModel):
         Returns (steps // every + 1, n, *image_shape) in [0, 1]; frame 0 is the start (``init`` itself, or the
         random start decoded by a sampled down pass even with ``mean_field``: its mean-field decoding would be
         the same image for every chain, since the random start has one probability vector). ``label`` (an int
-        or one per chain) is clamped in the top RBM, its unit set to ``label_gain`` (default ``config.label_gain``); otherwise the label units are sampled with the rest.
+        or one per chain) is clamped in the top RBM, its unit set to ``label_gain`` (default
+        ``config.label_gain``); otherwise the label units are sampled with the rest.
         ``mean_field`` (default ``config.mean_field_down``) decodes each frame's penultimate probabilities
         without sampling the layers below.
         """
@@ -869,8 +876,8 @@ class DBNClassifier(GenerativeModel):
         error = (logits.detach().argmax(1) != y).float().mean()
         logs = {"ce_nats": float(ce.detach()), "error_pct": 100.0 * float(error)}
         if self.config.finetune_weight_decay:
-            squares = sum((layer.weight ** 2).sum() for layer in [*self.hidden, self.head])
-            penalty = 0.5 * self.config.finetune_weight_decay * squares
+            weights = [layer.weight for layer in [*self.hidden, self.head]]
+            penalty = l2_penalty(self.config.finetune_weight_decay, weights)
             logs["l2_penalty"] = float(penalty.detach())
             return self.loss_scale * (ce + penalty), logs
         return self.loss_scale * ce, logs

@@ -20,8 +20,9 @@ saved in ``extra_state``, so a resumed run continues exactly.
 
 Health: every step checks the energies, the input-gradient norm of the Langevin chains, the previous step's
 parameter-gradient norm and the fraction of negatives that collapsed to a blank (all low) or white (all high)
-image. On divergence the model either rolls back to its last good in-memory state (weights, replay buffer and the
-trainer's optimizer moments) with a smaller Langevin step size (logged as ``step_size`` and ``rollbacks``), or stops with a TrainingError.
+image. On divergence the model either rolls back to its last good in-memory state (weights, replay buffer and
+the trainer's optimizer moments) with a smaller Langevin step size (logged as ``step_size`` and ``rollbacks``),
+or stops with a TrainingError.
 """
 
 from __future__ import annotations
