@@ -321,6 +321,61 @@ def test_weight_decay_follows_each_stage_learning_rate_scale(epoch, scale_name):
         assert torch.allclose(decayed[name] - plain[name], expected, atol=1e-7), name
 
 
+def test_updown_cd_k_schedule_takes_equal_shares_of_the_updown_epochs():
+    config = DBNConfig(layers=(64, 16, 12, 20), epochs_per_layer=(1,), pcd_epochs=2, updown_epochs=6,
+                       updown_cd_k=(3, 6, 10))
+    first_updown = 3 + 2
+    assert [config.updown_cd_k_of_epoch(first_updown + e) for e in range(8)] == [3, 3, 6, 6, 10, 10, 10, 10]
+    assert config.updown_cd_k_of_epoch(0) == 3
+    # A single value (the older presets' scalar) is the constant schedule.
+    scalar = build_run_config(apply_overrides({"model_name": "dbn"}, ["model.updown_cd_k=4"]))
+    assert scalar.model.updown_cd_k == (4,)
+    with pytest.raises(ConfigError, match="updown_cd_k"):
+        DBNConfig(updown_cd_k=(3, 0))
+    with pytest.raises(ConfigError, match="updown_cd_k"):
+        DBNConfig(updown_cd_k=())
+    model = DBN(config)
+    counted = []
+    original = model._top_negative
+    model._top_negative = lambda h, k: counted.append(k) or original(h, k)
+    for epoch in (first_updown, first_updown + 2, first_updown + 5):
+        model.on_epoch_start(epoch)
+        model.loss(toy_batch())
+    assert counted == [3, 6, 10]
+
+
+@pytest.mark.parametrize("label_probs", [True, False])
+def test_top_negative_phase_uses_label_probabilities_as_the_paper(label_probs):
+    # Hinton et al. 2006's code drives and measures the top RBM's negative phase with the label softmax
+    # probabilities; the label biases' gradient is then mean(one-hot data) vs mean(those probabilities).
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,), updown_epochs=1,
+                          updown_cd_k=(1,), label_probs_in_negative=label_probs))
+    with torch.no_grad():
+        model.top.W.normal_(0.0, 0.5)
+    model.on_epoch_start(3)
+    captured = {}
+    original = model._top_negative
+
+    def spy(h, k):
+        captured["h"], captured["v"] = h.clone(), original(h, k)
+        return captured["v"]
+
+    model._top_negative = spy
+    images, y = toy_batch()
+    loss, _ = model.loss((images, y))
+    loss.backward()
+    labels_model = captured["v"][:, 12:]
+    expected_probs = torch.softmax(torch.addmm(model.top.b, captured["h"], model.top.W)[:, 12:], 1).detach()
+    if label_probs:
+        assert torch.allclose(labels_model, expected_probs, atol=1e-6)
+    else:
+        assert set(labels_model.unique().tolist()) <= {0.0, 1.0} and torch.equal(labels_model.sum(1), torch.ones(10))
+    one_hot = torch.nn.functional.one_hot(y, 4).float()
+    expected_grad = model.config.updown_lr_scale * -(one_hot.mean(0) - labels_model.mean(0))
+    assert torch.allclose(model.top.b.grad[12:], expected_grad, atol=1e-6)
+
+
 def test_untying_keeps_the_generative_model():
     torch.manual_seed(0)
     model = DBN(DBNConfig(layers=(64, 16, 12, 20), n_labels=4, epochs_per_layer=(1,), updown_epochs=1))

@@ -71,7 +71,13 @@ class DBNConfig:
     init_std: float = 0.01
     sample_steps: int = 1000  # alternating Gibbs steps in the top RBM before the down pass
     updown_epochs: int = 0  # up-down (contrastive wake-sleep) fine-tuning after pretraining; 0: none
-    updown_cd_k: int = 3  # Gibbs steps in the top RBM during up-down (Hinton et al. 2006 used 3, then 6, 10)
+    # Gibbs steps in the top RBM during up-down: one value, or a schedule whose values take equal consecutive
+    # shares of the up-down epochs (Hinton et al. 2006: 3, then 6, then 10, a hundred epochs each).
+    updown_cd_k: tuple[int, ...] = (3,)
+    # The top RBM's CD negative phase (greedy and up-down, not the PCD chains) uses the label units' softmax
+    # probabilities instead of a sampled one-hot, as Hinton et al. 2006's own code does: the same expected
+    # update with less noise in the label weights' statistics.
+    label_probs_in_negative: bool = True
     updown_lr_scale: float = 1.0  # multiplies the up-down loss (with SGD: the up-down learning rate)
     # Generation. mean_field_down decodes the top RBM's last state deterministically: the penultimate
     # probabilities go down through the directed layers' probabilities (no binary samples on the way), a less
@@ -93,9 +99,11 @@ class DBNConfig:
                f"model.epochs_per_layer needs one value or one per RBM ({n_rbms}), got {list(self.epochs_per_layer)}")
         _check(all(epochs >= 1 for epochs in self.epochs_per_layer),
                f"model.epochs_per_layer values must be >= 1, got {list(self.epochs_per_layer)}")
-        _check(self.cd_k >= 1 and self.top_cd_k >= 1 and self.updown_cd_k >= 1,
-               f"model.cd_k, top_cd_k and updown_cd_k must be >= 1, got {self.cd_k}, {self.top_cd_k}, "
-               f"{self.updown_cd_k}")
+        _check(self.cd_k >= 1 and self.top_cd_k >= 1,
+               f"model.cd_k and top_cd_k must be >= 1, got {self.cd_k}, {self.top_cd_k}")
+        _check(len(self.updown_cd_k) >= 1 and all(k >= 1 for k in self.updown_cd_k),
+               f"model.updown_cd_k needs one value >= 1 or a schedule of them (e.g. [3,6,10]), got "
+               f"{list(self.updown_cd_k)}")
         _check(self.n_chains >= 1, f"model.n_chains must be >= 1, got {self.n_chains}")
         _check(self.init_std > 0.0, f"model.init_std must be > 0, got {self.init_std}")
         _check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
@@ -130,6 +138,15 @@ class DBNConfig:
     def total_epochs(self) -> int:
         """Epochs of the whole schedule: greedy pretraining, PCD on the top RBM, up-down fine-tuning."""
         return self.pretrain_epochs + self.pcd_epochs + self.updown_epochs
+
+    def updown_cd_k_of_epoch(self, epoch: int) -> int:
+        """Top-RBM Gibbs steps of up-down in ``epoch`` (0-based over the whole run): the schedule's value for the
+        share of the up-down epochs it falls in (epochs past the end keep the last value)."""
+        schedule = tuple(self.updown_cd_k)
+        updown_epoch = epoch - self.pretrain_epochs - self.pcd_epochs
+        if updown_epoch < 0 or not self.updown_epochs:
+            return schedule[0]
+        return schedule[min(updown_epoch * len(schedule) // self.updown_epochs, len(schedule) - 1)]
 
     def stage_of_epoch(self, epoch: int) -> tuple[str, int]:
         """(stage, RBM index) that trains in ``epoch`` (0-based): ("greedy", l), ("pcd", top), ("updown", top).
@@ -239,6 +256,7 @@ class DBN(GenerativeModel):
         # PCD fantasy particles [pen, labels] of the top RBM: training state, saved by extra_state.
         self.register_buffer("top_chains", torch.zeros(0, self.top.config.n_visible), persistent=False)
         self.stage, self.layer = config.stage_of_epoch(0)  # what trains now; set by on_epoch_start
+        self.updown_k = config.updown_cd_k_of_epoch(0)  # top Gibbs steps of up-down now; ditto
         self.weight_decay = 0.0  # optim.weight_decay, applied in the loss (see param_groups)
 
     # ------------------------------------------------------------------ configuration and stages
@@ -262,6 +280,7 @@ class DBN(GenerativeModel):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.stage, self.layer = self.config.stage_of_epoch(epoch)
+        self.updown_k = self.config.updown_cd_k_of_epoch(epoch)
         if self.stage == "updown" and not bool(self.untied):
             self.untie()
 
@@ -338,20 +357,35 @@ class DBN(GenerativeModel):
             h = self.generative_probs(0, h)
         return h.reshape(h.shape[0], *self.image_shape)
 
-    def _top_visible(self, h: Tensor, labels: Tensor | None,
-                     generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _top_visible(self, h: Tensor, labels: Tensor | None, generator: torch.Generator | None,
+                     label_probs: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Sample the top RBM's visible layer given its hidden states h (B, n_top).
 
-        Returns (pen probabilities, pen binary states, label one-hots). The penultimate units are independent
-        Bernoulli; the label units are one softmax group (Hinton et al. 2006), or ``labels`` when clamped.
+        Returns (pen probabilities, pen binary states, labels). The penultimate units are independent
+        Bernoulli; the label units are one softmax group (Hinton et al. 2006): a sampled one-hot, its
+        probabilities with ``label_probs``, or ``labels`` when clamped.
         """
         pre = torch.addmm(self.top.b, h, self.top.W)  # (B, pen + labels)
         pen_probs = torch.sigmoid(pre[:, : self.config.pen_size])
         pen = bernoulli(pen_probs, generator)
         if labels is None:
-            labels = sample_softmax(torch.softmax(pre[:, self.config.pen_size:], 1), generator) \
-                if self.config.n_labels else pre.new_zeros(h.shape[0], 0)
+            if not self.config.n_labels:
+                labels = pre.new_zeros(h.shape[0], 0)
+            else:
+                probs = torch.softmax(pre[:, self.config.pen_size:], 1)
+                labels = probs if label_probs else sample_softmax(probs, generator)
         return pen_probs, pen, labels
+
+    def _top_negative(self, h: Tensor, k: int) -> Tensor:
+        """The CD negative visible state [pen, labels] (B, pen + labels) after k Gibbs steps of the top RBM from
+        hidden states h; the labels are probabilities when ``label_probs_in_negative`` (the paper's code)."""
+        label_probs = self.config.label_probs_in_negative
+        for step in range(k):
+            _, pen_model, labels_model = self._top_visible(h, None, None, label_probs=label_probs)
+            v_model = torch.cat([pen_model, labels_model], 1)
+            if step < k - 1:
+                h = self.top.sample_hidden(v_model, None)
+        return v_model
 
     # ------------------------------------------------------------------ training
 
@@ -392,7 +426,8 @@ class DBN(GenerativeModel):
         """CD-k (or PCD-k) for the top RBM with softmax label units: ``mean F(data) - mean F(model.detach())``.
 
         The free energy is the RBM's (the label units are ordinary visible units whose states are one-hot),
-        only the negative phase samples the labels as one softmax group. CD starts the negative chain at the
+        only the negative phase treats the labels as one softmax group (probabilities with
+        ``label_probs_in_negative``, sampled one-hots in the persistent chains). CD starts the negative chain at the
         data; PCD continues the persistent chains ``top_chains``. ``labels`` may be (B, 0) (no label units).
         Logs ``recon_ce_nats`` (of the penultimate part after one sampled up-down step), ``label_recon_acc``
         (the reconstructed label equals the data's; with label units), ``cd_gap`` and ``hidden_mean``.
@@ -405,15 +440,16 @@ class DBN(GenerativeModel):
             h = bernoulli(hidden_probs, None)
             pre = torch.addmm(top.b, h, top.W)
             recon_ce = F.binary_cross_entropy_with_logits(pre[:, : self.config.pen_size], pen, reduction="sum")
-            if persistent:
+            if persistent:  # the chains are Markov chains of the joint: sampled labels
                 h = top.sample_hidden(self._persistent_chains(v_data), None)
-            for step in range(k):
-                _, pen_model, labels_model = self._top_visible(h, None, None)
-                v_model = torch.cat([pen_model, labels_model], 1)
-                if step < k - 1:
-                    h = top.sample_hidden(v_model, None)
-            if persistent:
+                for step in range(k):
+                    _, pen_model, labels_model = self._top_visible(h, None, None)
+                    v_model = torch.cat([pen_model, labels_model], 1)
+                    if step < k - 1:
+                        h = top.sample_hidden(v_model, None)
                 self.top_chains = v_model
+            else:
+                v_model = self._top_negative(h, k)
         cd_gap = f_data.mean() - top.free_energy(v_model).mean()
         logs = {"recon_ce_nats": float(recon_ce) / pen.shape[0], "cd_gap": float(cd_gap.detach()),
                 "hidden_mean": float(hidden_probs.mean())}
@@ -450,8 +486,8 @@ class DBN(GenerativeModel):
         """Contrastive wake-sleep (Hinton et al. 2006, appendix B) as one surrogate loss.
 
         Wake: a stochastic bottom-up pass with the recognition weights gives states s_0 = x, s_1, ..., s_pen.
-        Top: CD-``updown_cd_k`` in the top RBM from [s_pen, label]. Sleep: a stochastic top-down pass with the
-        generative weights from the negative penultimate state gives r_pen, ..., r_1 and probabilities r_0.
+        Top: CD-k in the top RBM from [s_pen, label] (k from the ``updown_cd_k`` schedule). Sleep: a stochastic
+        top-down pass with the generative weights from the negative penultimate state gives r_pen, ..., r_1 and probabilities r_0.
         The loss is ``updown_lr_scale`` times
 
             Σ_l BCE(gen logits(s_{l+1}), s_l) + Σ_l BCE(rec logits(r_l), r_{l+1}) + F(top data) - F(top model),
@@ -469,13 +505,8 @@ class DBN(GenerativeModel):
                 wake.append(bernoulli(self.rbms[layer].hidden_probs(wake[-1]), None))
             labels = self._one_hot(y, count)
             v_data = torch.cat([wake[-1], labels], 1)
-            h = self.top.sample_hidden(v_data, None)
-            for step in range(cfg.updown_cd_k):
-                _, pen_model, labels_model = self._top_visible(h, None, None)
-                v_model = torch.cat([pen_model, labels_model], 1)
-                if step < cfg.updown_cd_k - 1:
-                    h = self.top.sample_hidden(v_model, None)
-            sleep = [pen_model]
+            v_model = self._top_negative(self.top.sample_hidden(v_data, None), self.updown_k)
+            sleep = [v_model[:, : cfg.pen_size]]
             for layer in range(lower - 1, -1, -1):
                 probs = self.generative_probs(layer, sleep[0])
                 sleep.insert(0, probs if layer == 0 else bernoulli(probs, None))
