@@ -334,14 +334,21 @@ def test_updown_cd_k_schedule_takes_equal_shares_of_the_updown_epochs():
         DBNConfig(updown_cd_k=(3, 0))
     with pytest.raises(ConfigError, match="updown_cd_k"):
         DBNConfig(updown_cd_k=())
+    with pytest.raises(ConfigError, match="updown_epochs=2"):
+        DBNConfig(updown_epochs=2, updown_cd_k=(3, 6, 10))
+    assert DBNConfig(updown_cd_k=5).updown_cd_k == (5,)
+    # The Gibbs steps actually run: the top visible layer is sampled k times per up-down loss.
     model = DBN(config)
     counted = []
-    original = model._top_negative
-    model._top_negative = lambda h, k: counted.append(k) or original(h, k)
+    original = model._top_visible
+    model._top_visible = lambda *args, **kwargs: counted.append(1) or original(*args, **kwargs)
+    steps = []
     for epoch in (first_updown, first_updown + 2, first_updown + 5):
         model.on_epoch_start(epoch)
+        counted.clear()
         model.loss(toy_batch())
-    assert counted == [3, 6, 10]
+        steps.append(len(counted))
+    assert steps == [3, 6, 10]
 
 
 @pytest.mark.parametrize("label_probs", [True, False])
@@ -357,8 +364,8 @@ def test_top_negative_phase_uses_label_probabilities_as_the_paper(label_probs):
     captured = {}
     original = model._top_negative
 
-    def spy(h, k):
-        captured["h"], captured["v"] = h.clone(), original(h, k)
+    def spy(h, k, label_probs):
+        captured["h"], captured["v"] = h.clone(), original(h, k, label_probs)
         return captured["v"]
 
     model._top_negative = spy
@@ -371,9 +378,29 @@ def test_top_negative_phase_uses_label_probabilities_as_the_paper(label_probs):
         assert torch.allclose(labels_model, expected_probs, atol=1e-6)
     else:
         assert set(labels_model.unique().tolist()) <= {0.0, 1.0} and torch.equal(labels_model.sum(1), torch.ones(10))
-    one_hot = torch.nn.functional.one_hot(y, 4).float()
-    expected_grad = model.config.updown_lr_scale * -(one_hot.mean(0) - labels_model.mean(0))
-    assert torch.allclose(model.top.b.grad[12:], expected_grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("label_probs", [True, False])
+def test_greedy_top_cd_uses_label_probabilities_and_pcd_chains_stay_one_hot(label_probs):
+    torch.manual_seed(0)
+    model = DBN(DBNConfig(layers=(64, 16, 20), n_labels=4, epochs_per_layer=(1,), pcd_epochs=1, top_cd_k=2,
+                          n_chains=6, label_probs_in_negative=label_probs))
+    with torch.no_grad():
+        model.top.W.normal_(0.0, 0.5)
+    negatives = []
+    original = model._top_negative
+    model._top_negative = lambda h, k, probs: negatives.append(original(h, k, probs)) or negatives[-1]
+    model.on_epoch_start(1)  # the greedy stage of the labelled top RBM (the second RBM)
+    assert model.stage == "greedy" and model.layer == 1
+    model.loss(toy_batch())
+    labels_model = negatives[-1][:, 16:]
+    is_one_hot = set(labels_model.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(labels_model.sum(1), torch.ones(10), atol=1e-6) and is_one_hot != label_probs
+    model.on_epoch_start(2)  # PCD: the persistent chains keep sampled one-hot labels either way
+    assert model.stage == "pcd"
+    model.loss(toy_batch())
+    chain_labels = model.top_chains[:, 16:]
+    assert set(chain_labels.unique().tolist()) <= {0.0, 1.0} and torch.equal(chain_labels.sum(1), torch.ones(6))
 
 
 def test_untying_keeps_the_generative_model():

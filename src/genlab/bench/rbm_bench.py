@@ -49,6 +49,7 @@ def _genlab_epoch_seconds(ctx: BenchContext, overrides: list[str]):
 def rbm_speed(ctx: BenchContext) -> list[dict]:
     import numpy as np
     from sklearn.neural_network import BernoulliRBM
+    from threadpoolctl import threadpool_info  # a scikit-learn dependency
 
     # Same settings on both sides: grey-level MNIST in [0, 1], CD-1 (sklearn's only rule), 500 hidden, batch
     # 100, plain SGD at sklearn's default learning rate 0.1, one pass over the 60000 training images.
@@ -68,7 +69,9 @@ def rbm_speed(ctx: BenchContext) -> list[dict]:
     genlab_pll = float(model.pseudo_log_likelihood(binary_test, generator).mean())
     sklearn_pll = float(np.mean(reference.score_samples(binary_test.numpy().astype(np.float64))))
     common = {"model": "rbm", "dataset": "mnist"}
-    ctx.notes.append(f"torch threads {torch.get_num_threads()}; sklearn uses numpy's BLAS on the same cores. "
+    blas_threads = sorted({pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"})
+    ctx.notes.append(f"torch threads {torch.get_num_threads()}; sklearn uses numpy's BLAS on the same cores "
+                     f"(BLAS threads {blas_threads}). "
                      "Pseudo-likelihoods are stochastic one-bit-flip estimates (sklearn's score_samples).")
     return [
         {**common, "metric": "epoch_time_genlab", "value": round(genlab_s, 3), "unit": "s/epoch"},

@@ -75,8 +75,9 @@ class DBNConfig:
     # shares of the up-down epochs (Hinton et al. 2006: 3, then 6, then 10, a hundred epochs each).
     updown_cd_k: tuple[int, ...] = (3,)
     # The top RBM's CD negative phase (greedy and up-down, not the PCD chains) uses the label units' softmax
-    # probabilities instead of a sampled one-hot, as Hinton et al. 2006's own code does: the same expected
-    # update with less noise in the label weights' statistics.
+    # probabilities (mean-field labels) instead of a sampled one-hot, as Hinton et al. 2006's up-down code does
+    # (here the greedy top stage too): less noise in the label statistics, a slightly different estimate (the
+    # hidden units see the averaged label), and cd_gap is not comparable with sampled-label runs.
     label_probs_in_negative: bool = True
     updown_lr_scale: float = 1.0  # multiplies the up-down loss (with SGD: the up-down learning rate)
     # Generation. mean_field_down decodes the top RBM's last state deterministically: the penultimate
@@ -101,6 +102,8 @@ class DBNConfig:
                f"model.epochs_per_layer values must be >= 1, got {list(self.epochs_per_layer)}")
         _check(self.cd_k >= 1 and self.top_cd_k >= 1,
                f"model.cd_k and top_cd_k must be >= 1, got {self.cd_k}, {self.top_cd_k}")
+        if isinstance(self.updown_cd_k, int):
+            self.updown_cd_k = (self.updown_cd_k,)
         _check(len(self.updown_cd_k) >= 1 and all(k >= 1 for k in self.updown_cd_k),
                f"model.updown_cd_k needs one value >= 1 or a schedule of them (e.g. [3,6,10]), got "
                f"{list(self.updown_cd_k)}")
@@ -108,6 +111,9 @@ class DBNConfig:
         _check(self.init_std > 0.0, f"model.init_std must be > 0, got {self.init_std}")
         _check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
         _check(self.updown_epochs >= 0, f"model.updown_epochs must be >= 0, got {self.updown_epochs}")
+        _check(not self.updown_epochs or len(self.updown_cd_k) <= self.updown_epochs,
+               f"model.updown_cd_k has {len(self.updown_cd_k)} values but model.updown_epochs={self.updown_epochs}; "
+               "each value needs at least one up-down epoch")
         _check(self.updown_lr_scale > 0.0, f"model.updown_lr_scale must be > 0, got {self.updown_lr_scale}")
         _check(self.pcd_epochs >= 0, f"model.pcd_epochs must be >= 0, got {self.pcd_epochs}")
         _check(self.pcd_lr_scale > 0.0, f"model.pcd_lr_scale must be > 0, got {self.pcd_lr_scale}")
@@ -376,10 +382,9 @@ class DBN(GenerativeModel):
                 labels = probs if label_probs else sample_softmax(probs, generator)
         return pen_probs, pen, labels
 
-    def _top_negative(self, h: Tensor, k: int) -> Tensor:
-        """The CD negative visible state [pen, labels] (B, pen + labels) after k Gibbs steps of the top RBM from
-        hidden states h; the labels are probabilities when ``label_probs_in_negative`` (the paper's code)."""
-        label_probs = self.config.label_probs_in_negative
+    def _top_negative(self, h: Tensor, k: int, label_probs: bool) -> Tensor:
+        """The negative visible state [binary pen, labels] (B, pen + labels) after k Gibbs steps of the top RBM
+        from hidden states h; the labels are softmax probabilities with ``label_probs``, else sampled one-hots."""
         for step in range(k):
             _, pen_model, labels_model = self._top_visible(h, None, None, label_probs=label_probs)
             v_model = torch.cat([pen_model, labels_model], 1)
@@ -425,7 +430,7 @@ class DBN(GenerativeModel):
                      persistent: bool = False) -> tuple[Tensor, dict[str, float]]:
         """CD-k (or PCD-k) for the top RBM with softmax label units: ``mean F(data) - mean F(model.detach())``.
 
-        The free energy is the RBM's (the label units are ordinary visible units whose states are one-hot),
+        The free energy is the RBM's (the label units are ordinary visible units, one-hot in the data),
         only the negative phase treats the labels as one softmax group (probabilities with
         ``label_probs_in_negative``, sampled one-hots in the persistent chains). CD starts the negative chain at the
         data; PCD continues the persistent chains ``top_chains``. ``labels`` may be (B, 0) (no label units).
@@ -440,16 +445,11 @@ class DBN(GenerativeModel):
             h = bernoulli(hidden_probs, None)
             pre = torch.addmm(top.b, h, top.W)
             recon_ce = F.binary_cross_entropy_with_logits(pre[:, : self.config.pen_size], pen, reduction="sum")
-            if persistent:  # the chains are Markov chains of the joint: sampled labels
-                h = top.sample_hidden(self._persistent_chains(v_data), None)
-                for step in range(k):
-                    _, pen_model, labels_model = self._top_visible(h, None, None)
-                    v_model = torch.cat([pen_model, labels_model], 1)
-                    if step < k - 1:
-                        h = top.sample_hidden(v_model, None)
+            if persistent:  # the chains stay Markov chains of the joint: sampled labels
+                v_model = self._top_negative(top.sample_hidden(self._persistent_chains(v_data), None), k, False)
                 self.top_chains = v_model
             else:
-                v_model = self._top_negative(h, k)
+                v_model = self._top_negative(h, k, self.config.label_probs_in_negative)
         cd_gap = f_data.mean() - top.free_energy(v_model).mean()
         logs = {"recon_ce_nats": float(recon_ce) / pen.shape[0], "cd_gap": float(cd_gap.detach()),
                 "hidden_mean": float(hidden_probs.mean())}
@@ -487,7 +487,9 @@ class DBN(GenerativeModel):
 
         Wake: a stochastic bottom-up pass with the recognition weights gives states s_0 = x, s_1, ..., s_pen.
         Top: CD-k in the top RBM from [s_pen, label] (k from the ``updown_cd_k`` schedule). Sleep: a stochastic
-        top-down pass with the generative weights from the negative penultimate state gives r_pen, ..., r_1 and probabilities r_0.
+        top-down pass with the generative weights from the negative binary penultimate state gives r_pen, ...,
+        r_1 and probabilities r_0 (the labels of the negative state are probabilities with
+        ``label_probs_in_negative``, as in the paper's code).
         The loss is ``updown_lr_scale`` times
 
             Σ_l BCE(gen logits(s_{l+1}), s_l) + Σ_l BCE(rec logits(r_l), r_{l+1}) + F(top data) - F(top model),
@@ -505,7 +507,8 @@ class DBN(GenerativeModel):
                 wake.append(bernoulli(self.rbms[layer].hidden_probs(wake[-1]), None))
             labels = self._one_hot(y, count)
             v_data = torch.cat([wake[-1], labels], 1)
-            v_model = self._top_negative(self.top.sample_hidden(v_data, None), self.updown_k)
+            v_model = self._top_negative(self.top.sample_hidden(v_data, None), self.updown_k,
+                                         cfg.label_probs_in_negative)
             sleep = [v_model[:, : cfg.pen_size]]
             for layer in range(lower - 1, -1, -1):
                 probs = self.generative_probs(layer, sleep[0])
