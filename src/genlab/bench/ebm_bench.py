@@ -4,8 +4,8 @@
   steps, the seed's network) with 2 torch threads (and 1, for a contention-robust CPU-time figure), timed on
   MNIST batches after warm-up. Reference: the seed's Keras/TF2 eager recipe takes about 4.2 s per step on the
   project's 2-core machine (issue 8); the target is <= 1.0 s. On a GPU the same figure is recorded for the GPU.
-* ``ebm_mnist_samples`` (full): train ``ebm-mnist`` for a wall-clock budget (``genlab bench --budget-minutes``, default one
-  hour; never beyond the preset's 60 epochs; ``--resume`` continues the newest run of the preset in
+* ``ebm_mnist_samples`` (full): train ``ebm-mnist`` for a wall-clock budget (``genlab bench --budget-minutes``,
+  default one hour; never beyond the preset's 60 epochs; ``--resume`` continues the newest run of the preset in
   ``benchmarks/work/ebm_mnist_samples/`` so budgets spread over several sessions add up), draw 1000 samples
   from uniform noise with 1000 Langevin steps, and
   report energy-based OOD AUROCs (MNIST test vs Fashion-MNIST test and vs noise). When :mod:`genlab.eval.judge`
@@ -225,8 +225,9 @@ def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", dat
                     n_samples: int = N_SAMPLES, sample_steps: int = SAMPLE_STEPS,
                     overrides: list[str] | tuple[str, ...] = (), judge: Any = None,
                     resume: bool = False) -> dict[str, Any]:
-    """Train for ``budget_s`` (``resume``: continuing the newest matching run, see :func:`train_for_budget`), sample, write pictures, score OOD and (if available) judge the samples
-    (``judge``: a :class:`genlab.eval.judge.Judge`; default the cached MNIST judge)."""
+    """Train for ``budget_s`` (``resume``: continuing the newest matching run, see :func:`train_for_budget`),
+    sample, write pictures, score OOD and (if available) judge the samples (``judge``: a
+    :class:`genlab.eval.judge.Judge`; default the cached MNIST judge)."""
     from genlab.viz.grid import save_grid
 
     model, config, data, facts = train_for_budget(budget_s, work_dir=work_dir, device=device, data_dir=data_dir,

@@ -120,7 +120,8 @@ def rbm_loglik(ctx: BenchContext) -> list[dict]:
     result = model.evaluate(iter(data.test), ais_runs=100, ais_betas=14500)
     eval_wall = time.perf_counter() - started
     common = {"model": "rbm-500h-pcd", "dataset": "mnist"}
-    ctx.notes.append(f"test set stochastically binarized once with a fixed seed; training: {train_wall:.0f} s wall, {train_cpu:.0f} s CPU; AIS: 100 runs x 14500 "
+    ctx.notes.append(f"test set stochastically binarized once with a fixed seed; training: {train_wall:.0f} s wall, "
+                     f"{train_cpu:.0f} s CPU; AIS: 100 runs x 14500 "
                      f"temperatures, {eval_wall:.0f} s; log Z = {result['log_z']:.2f} "
                      f"[{result['log_z_ais_lower']:.2f}, {result['log_z_ais_upper']:.2f}] (mean ± 3 s.e.)")
     return [
