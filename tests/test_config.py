@@ -72,3 +72,17 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_yaml(path)
+
+
+def test_step_schedule_multiplies_the_lr_at_each_milestone():
+    from genlab.train.trainer import lr_factor
+
+    cfg = from_dict(OptimConfig, {"schedule": "step", "milestones": [2, 4], "decay_rate": 0.3})
+    steps_per_epoch = 10
+    factors = [lr_factor(epoch * steps_per_epoch + 9, cfg, 60, steps_per_epoch) for epoch in range(6)]
+    assert factors == pytest.approx([1.0, 1.0, 0.3, 0.3, 0.09, 0.09])
+    assert lr_factor(19, cfg, 60, steps_per_epoch) == 1.0 and lr_factor(20, cfg, 60, steps_per_epoch) == 0.3
+    with pytest.raises(ConfigError, match="needs optim.milestones"):
+        from_dict(OptimConfig, {"schedule": "step"})
+    with pytest.raises(ConfigError, match="increasing"):
+        from_dict(OptimConfig, {"schedule": "step", "milestones": [4, 2]})

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from genlab.cli import main, preset_path
-from genlab.config import DataConfig, apply_overrides, build_run_config, load_yaml
+from genlab.config import DataConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
 from genlab.errors import ConfigError, DataError, TrainingError
 from genlab.models.base import DataInfo
 from genlab.models.ebm import EBM, EBMConfig, auroc
@@ -492,6 +492,11 @@ def test_budgeted_training_resumes_its_newest_matching_run_exactly(data_dir, tmp
     model, _, _, first = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
                                           overrides=small)
     assert (first["steps"], first["resumed_from_step"]) == (1, 0)
+    # A run saved before a config field with a default existed (here optim.milestones) still matches.
+    config_file = next((tmp_path / "budget").glob("*/config.yaml"))
+    saved = load_yaml(config_file)
+    del saved["optim"]["milestones"]
+    config_file.write_text(dump_yaml(saved))
     model, _, _, second = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
                                            overrides=small, resume=True)
     assert (second["steps"], second["resumed_from_step"], second["session_steps"]) == (2, 1, 1)

@@ -260,8 +260,9 @@ class OptimConfig:
     eps: float = 1e-8
     alpha: float = 0.99  # RMSProp smoothing
     grad_clip: float = 0.0  # max global grad norm; 0: off
-    schedule: str = "constant"  # constant | linear | cosine | exponential
-    decay_rate: float = 1.0  # exponential: lr multiplied by this each epoch
+    schedule: str = "constant"  # constant | linear | cosine | exponential | step
+    decay_rate: float = 1.0  # exponential: lr multiplied by this each epoch; step: at each milestone
+    milestones: tuple[int, ...] = ()  # step: epochs at which the lr is multiplied by decay_rate
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
 
@@ -274,8 +275,13 @@ class OptimConfig:
                f"optim.final_momentum must be in [0, 1), got {self.final_momentum}")
         _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {self.grad_clip}")
-        _check(self.schedule in {"constant", "linear", "cosine", "exponential"},
-               f"optim.schedule must be constant, linear, cosine or exponential, got {self.schedule!r}")
+        _check(self.schedule in {"constant", "linear", "cosine", "exponential", "step"},
+               f"optim.schedule must be constant, linear, cosine, exponential or step, got {self.schedule!r}")
+        _check(self.schedule != "step" or len(self.milestones) >= 1,
+               "optim.schedule=step needs optim.milestones, the epochs at which the lr is multiplied by "
+               "optim.decay_rate, e.g. optim.milestones=[48,54] optim.decay_rate=0.3")
+        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m >= 1 for m in self.milestones),
+               f"optim.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
         _check(0 < self.decay_rate <= 1, f"optim.decay_rate must be in (0, 1], got {self.decay_rate}")
         _check(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

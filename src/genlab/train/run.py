@@ -180,7 +180,9 @@ def find_resumable_run(parent: Path, config: RunConfig) -> Path | None:
     for config_file in candidates:
         run_dir = config_file.parent
         try:
-            if _learning_settings(load_run_config(run_dir)) != wanted or not ckpt.list_checkpoints(
+            # Through the config classes, so a run saved before a field with a default existed still matches.
+            saved = build_run_config(load_run_config(run_dir)).to_dict()
+            if _learning_settings(saved) != wanted or not ckpt.list_checkpoints(
                     run_dir / "checkpoints"):
                 continue
         except (CheckpointError, ConfigError):

@@ -41,6 +41,9 @@ def lr_factor(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: in
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if cfg.schedule == "exponential":
         return max(floor, cfg.decay_rate ** (step / max(1, steps_per_epoch)))
+    if cfg.schedule == "step":  # multi-step decay, as JEM (Grathwohl et al. 2019) trains its energy model
+        epoch = step // max(1, steps_per_epoch)
+        return max(floor, cfg.decay_rate ** sum(epoch >= milestone for milestone in cfg.milestones))
     return 1.0
 
 
