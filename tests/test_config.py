@@ -84,5 +84,7 @@ def test_step_schedule_multiplies_the_lr_at_each_milestone():
     assert lr_factor(19, cfg, 60, steps_per_epoch) == 1.0 and lr_factor(20, cfg, 60, steps_per_epoch) == 0.3
     with pytest.raises(ConfigError, match="needs optim.milestones"):
         from_dict(OptimConfig, {"schedule": "step"})
+    with pytest.raises(ConfigError, match="only apply to optim.schedule=step"):
+        from_dict(OptimConfig, {"schedule": "cosine", "milestones": [2]})
     with pytest.raises(ConfigError, match="increasing"):
         from_dict(OptimConfig, {"schedule": "step", "milestones": [4, 2]})

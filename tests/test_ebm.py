@@ -492,10 +492,10 @@ def test_budgeted_training_resumes_its_newest_matching_run_exactly(data_dir, tmp
     model, _, _, first = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
                                           overrides=small)
     assert (first["steps"], first["resumed_from_step"]) == (1, 0)
-    # A run saved before a config field with a default existed (here optim.milestones) still matches.
+    # A run saved before a config field with a default existed (here optim.min_lr_ratio) still matches.
     config_file = next((tmp_path / "budget").glob("*/config.yaml"))
     saved = load_yaml(config_file)
-    del saved["optim"]["milestones"]
+    del saved["optim"]["min_lr_ratio"]
     config_file.write_text(dump_yaml(saved))
     model, _, _, second = train_for_budget(1e-6, work_dir=tmp_path / "budget", data_dir=str(data_dir),
                                            overrides=small, resume=True)

@@ -68,6 +68,22 @@ def test_stop_and_resume_equals_one_straight_run(tiny_images, tmp_path):
     assert steps == [r["step"] for r in metric_rows(straight) if r["split"] == "train"]
 
 
+def test_resume_uses_the_schedule_of_the_resuming_config_from_its_first_step(tiny_images, tmp_path):
+    # The optimizer state stores the lr of the schedule that wrote it; a run continued with another schedule (e.g.
+    # a decay added for its last epochs) must train its very first resumed step at the new schedule's lr.
+    from genlab.train.run import fit
+    from genlab.train.trainer import lr_factor
+
+    partial = train(tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30", "optim.schedule=constant"))
+    resumed = tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30", "optim.schedule=step",
+                          "optim.milestones=[1]", "optim.decay_rate=0.5")
+    trainer = fit(resumed, resume_dir=partial).trainer
+    assert trainer.step == 30
+    factor = lr_factor(30, resumed.optim, trainer.total_steps, trainer.steps_per_epoch)
+    assert factor == 0.5, "step 30 must lie past the milestone for this test to mean anything"
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * factor)
+
+
 def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resume_matches(tiny_images, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out", str(out),

@@ -280,6 +280,9 @@ class OptimConfig:
         _check(self.schedule != "step" or len(self.milestones) >= 1,
                "optim.schedule=step needs optim.milestones, the epochs at which the lr is multiplied by "
                "optim.decay_rate, e.g. optim.milestones=[48,54] optim.decay_rate=0.3")
+        _check(not self.milestones or self.schedule == "step",
+               f"optim.milestones only apply to optim.schedule=step (got schedule {self.schedule!r}); set "
+               "optim.schedule=step or drop optim.milestones")
         _check(list(self.milestones) == sorted(set(self.milestones)) and all(m >= 1 for m in self.milestones),
                f"optim.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
         _check(0 < self.decay_rate <= 1, f"optim.decay_rate must be in (0, 1], got {self.decay_rate}")

@@ -144,6 +144,12 @@ class Trainer:
                                   "it was written by another version of genlab or another model config. "
                                   "Start a new run, or initialise from its weights where the model allows") from None
         self.scheduler.load_state_dict(state["scheduler"])
+        # The optimizer state carries the lr of the schedule that wrote it; the next step must use this run's
+        # schedule (the same one, unless the config's schedule was changed for the rest of the run).
+        factor = lr_factor(self.step, self.config.optim, self.total_steps, self.steps_per_epoch)
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * factor
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_extra_state(state.get("model_extra", {}))
         set_rng_state(state["rng"])
 
