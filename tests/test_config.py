@@ -86,5 +86,10 @@ def test_step_schedule_multiplies_the_lr_at_each_milestone():
         from_dict(OptimConfig, {"schedule": "step"})
     with pytest.raises(ConfigError, match="only apply to optim.schedule=step"):
         from_dict(OptimConfig, {"schedule": "cosine", "milestones": [2]})
+    with pytest.raises(ConfigError, match="never lowers the lr"):
+        from_dict(OptimConfig, {"schedule": "step", "milestones": [2]})
+    with pytest.raises(ConfigError, match=r"milestones \[3\] are not before train.epochs=3"):
+        build_run_config({"model_name": "rbm", "train": {"epochs": 3},
+                          "optim": {"schedule": "step", "milestones": [1, 3], "decay_rate": 0.5}})
     with pytest.raises(ConfigError, match="increasing"):
         from_dict(OptimConfig, {"schedule": "step", "milestones": [4, 2]})

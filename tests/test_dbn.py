@@ -378,6 +378,10 @@ def test_top_negative_phase_uses_label_probabilities_as_the_paper(label_probs):
         assert torch.allclose(labels_model, expected_probs, atol=1e-6)
     else:
         assert set(labels_model.unique().tolist()) <= {0.0, 1.0} and torch.equal(labels_model.sum(1), torch.ones(10))
+    # ... and the loss's negative phase is that state: the label biases' gradient is data minus those labels.
+    one_hot = torch.nn.functional.one_hot(y, 4).float()
+    expected_grad = model.config.updown_lr_scale * -(one_hot.mean(0) - labels_model.mean(0))
+    assert torch.allclose(model.top.b.grad[12:], expected_grad, atol=1e-6)
 
 
 @pytest.mark.parametrize("label_probs", [True, False])

@@ -286,6 +286,9 @@ class OptimConfig:
         _check(list(self.milestones) == sorted(set(self.milestones)) and all(m >= 1 for m in self.milestones),
                f"optim.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
         _check(0 < self.decay_rate <= 1, f"optim.decay_rate must be in (0, 1], got {self.decay_rate}")
+        _check(self.schedule != "step" or self.decay_rate < 1,
+               "optim.schedule=step with optim.decay_rate=1 never lowers the lr; set optim.decay_rate below 1, "
+               "e.g. 0.3")
         _check(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
@@ -355,10 +358,15 @@ def build_run_config(data: dict) -> RunConfig:
     if not name:
         raise ConfigError("config has no model_name; run `genlab list` to see the models")
     entry = registry.get(str(name))
+    optim = from_dict(OptimConfig, data.get("optim"), "optim")
+    train = from_dict(TrainConfig, data.get("train"), "train")
+    late = [m for m in optim.milestones if m >= train.epochs]
+    _check(not late, f"optim.milestones {late} are not before train.epochs={train.epochs}, so they would never "
+                     "lower the lr; use milestones below the run's epochs")
     return RunConfig(
         model_name=entry.name,
         model=from_dict(entry.config_cls, data.get("model"), "model"),
         data=from_dict(DataConfig, data.get("data"), "data"),
-        optim=from_dict(OptimConfig, data.get("optim"), "optim"),
-        train=from_dict(TrainConfig, data.get("train"), "train"),
+        optim=optim,
+        train=train,
     )

@@ -149,7 +149,6 @@ class Trainer:
         factor = lr_factor(self.step, self.config.optim, self.total_steps, self.steps_per_epoch)
         for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base_lr * factor
-        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_extra_state(state.get("model_extra", {}))
         set_rng_state(state["rng"])
 
