@@ -237,3 +237,23 @@ def test_resume_reaches_only_benchmarks_that_can_resume_and_is_refused_where_non
     with pytest.raises(ConfigError, match="--resume applies to benchmarks that train for a budget"):
         bench.run_benchmarks("full", only=["rbm_fake_fixed"], results_dir=results, report=tmp_path / "B.md",
                              device="cpu", resume=True)
+
+
+def test_results_on_another_device_get_their_own_file_and_both_are_reported(fake_registry, tmp_path, monkeypatch):
+    assert bench.results_filename("rbm-speed", "cpu") == "rbm-speed.json"
+    assert bench.results_filename("rbm-speed", "cuda:1") == "rbm-speed.cuda.json"
+    _run(tmp_path, only=["rbm_fake_loglik"])
+    # A run on a GPU machine beside the CPU result (the device is resolved before any benchmark runs).
+    monkeypatch.setattr("genlab.train.run.resolve_device", lambda name: "cuda")
+    code = bench.run_benchmarks("quick", only=["rbm_fake_loglik"], results_dir=tmp_path / "benchmarks" / "results",
+                                report=tmp_path / "BENCHMARKS.md", device="cuda")
+    text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    files = sorted(path.name for path in (tmp_path / "benchmarks" / "results").glob("*.json"))
+    assert code == 0 and files == ["rbm_fake_loglik.cuda.json", "rbm_fake_loglik.json"]
+    assert "### rbm_fake_loglik\n" in text and "### rbm_fake_loglik (cuda)\n" in text
+    monkeypatch.setitem(FAKES, "vae_fake_pictures", Benchmark("vae_fake_pictures", _with_picture, ("quick",), "f"))
+    bench.run_benchmarks("quick", only=["vae_fake_pictures"], results_dir=tmp_path / "benchmarks" / "results",
+                         report=tmp_path / "BENCHMARKS.md", device="cuda")
+    document = json.loads((tmp_path / "benchmarks" / "results" / "vae_fake_pictures.cuda.json").read_text())
+    assert document["pictures"] == {"fake VAE: manifold": "pictures/vae-fake-manifold.cuda.png"}
+    assert (tmp_path / "benchmarks" / "pictures" / "vae-fake-manifold.cuda.png").is_file()

@@ -358,6 +358,13 @@ def test_training_through_the_engine_writes_pictures_and_monitors(tiny_images, t
     assert model.sample(2, steps=2).shape == (2, 1, 8, 8)
 
 
+def test_cuda_graphs_are_ignored_off_cuda(tiny_images, tmp_path):
+    plain = train(tiny_run_config(tiny_images, tmp_path / "plain", "train.max_steps=3"))
+    asked = train(tiny_run_config(tiny_images, tmp_path / "asked", "train.max_steps=3", "model.cuda_graphs=true"))
+    a, b = (ckpt.read_model_file(ckpt.latest_checkpoint(run) / ckpt.MODEL_FILE)[0] for run in (plain, asked))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_stop_and_resume_equals_one_straight_run(tiny_images, tmp_path):
     straight = train(tiny_run_config(tiny_images, tmp_path / "straight", "train.max_steps=6"))
     partial = train(tiny_run_config(tiny_images, tmp_path / "resumed", "train.max_steps=3"))

@@ -73,6 +73,9 @@ class BenchContext:
         if self.pictures_dir is None or not source.is_file():
             return
         self.pictures_dir.mkdir(parents=True, exist_ok=True)
+        kind = self.device.split(":", 1)[0]
+        if kind != "cpu":  # beside the CPU run's picture, as the results file is (results_filename)
+            name = f"{Path(name).stem}.{kind}{Path(name).suffix}"
         shutil.copyfile(source, self.pictures_dir / name)
         self.pictures[caption] = f"{self.pictures_dir.name}/{name}"
 
@@ -202,7 +205,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
                     "wall_s": round(wall, 2), "commit": commit, "device": resolved, "machine": machine,
                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "notes": ctx.notes,
                     "pictures": ctx.pictures, "records": records}
-        path = results_dir / f"{bench.name}.json"
+        path = results_dir / results_filename(bench.name, resolved)
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, path)
@@ -213,6 +216,13 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
     write_report(results_dir, report)
     print(f"[bench] wrote {report}")
     return 1 if failures else 0
+
+
+def results_filename(name: str, device: str) -> str:
+    """``NAME.json`` for results measured on the CPU, ``NAME.<device type>.json`` (``NAME.cuda.json``) for the
+    others, so that a run on a lent GPU machine never overwrites the CPU figures and both stay in the report."""
+    kind = device.split(":", 1)[0]
+    return f"{name}.json" if kind == "cpu" else f"{name}.{kind}.json"
 
 
 def load_results(results_dir: Path) -> list[dict]:

@@ -287,7 +287,9 @@ def _sample_quality_section(documents: list[dict]) -> list[str]:
 def _details_section(documents: list[dict], pictures_prefix: str = "benchmarks") -> list[str]:
     lines = ["## Every benchmark in full", ""]
     for document in documents:
-        lines += [f"### {document.get('benchmark')}", "",
+        device = str(document.get("device", "cpu"))
+        heading = document.get("benchmark") if device == "cpu" else f"{document.get('benchmark')} ({device})"
+        lines += [f"### {heading}", "",
                   f"status **{document.get('status')}**, suite {document.get('suite')}, "
                   f"{_format(document.get('wall_s'))} s, device {document.get('device')}, "
                   f"commit `{document.get('commit')}`, {document.get('timestamp')}; machine: {_machine(document)}, "

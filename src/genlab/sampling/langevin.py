@@ -103,3 +103,57 @@ def langevin(energy: EnergyFn, x0: Tensor, *, steps: int, step_size: float, nois
                 frames.append(x.clone())
     return LangevinResult(samples=x, frames=torch.stack(frames) if frames is not None else None,
                           grad_norm=grad_norm.detach())
+
+
+class CudaGraphLangevin:
+    """:func:`langevin` (no trajectory, the global RNG) captured once as a CUDA graph and then replayed.
+
+    A small energy network leaves a GPU idle between its ~50 kernel launches per Langevin step; one replay
+    launches a whole chain of ``steps`` steps at once. The graph runs the kernels that eager mode would, in the
+    same order, on the same random stream, so the samples are the eager samples (checked by a CUDA test).
+
+    The graph reads the energy's parameters from their memory at each replay, so in-place updates (an optimizer
+    step, ``load_state_dict``) are seen; reallocated parameters (``model.to``) are not: build a new instance
+    when :meth:`matches` says the key changed. Capture leaves the global CUDA RNG state as it found it.
+    """
+
+    def __init__(self, energy: EnergyFn, example: Tensor, *, steps: int, step_size: float, noise_std: float,
+                 grad_clip: float = 0.0, bounds: tuple[float, float] | None = (-1.0, 1.0),
+                 parameters: tuple[Tensor, ...] = ()) -> None:
+        check_langevin_settings(steps=steps, step_size=step_size, noise_std=noise_std, grad_clip=grad_clip,
+                                bounds=bounds)
+        if example.device.type != "cuda":
+            raise ConfigError(f"CUDA-graph Langevin needs a CUDA tensor, got one on {example.device}")
+        self.key = self.key_of(example, steps=steps, step_size=step_size, noise_std=noise_std,
+                               grad_clip=grad_clip, bounds=bounds, parameters=parameters)
+        settings = {"step_size": step_size, "noise_std": noise_std, "grad_clip": grad_clip, "bounds": bounds}
+        device = example.device
+        self._input = example.detach().clone()
+        rng_state = torch.cuda.get_rng_state(device)
+        # Autograd and cuDNN allocate and choose algorithms on first use; that must not happen during capture.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            langevin(energy, self._input, steps=min(steps, 2), **settings)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._output = langevin(energy, self._input, steps=steps, **settings)
+        torch.cuda.set_rng_state(rng_state, device)
+
+    @staticmethod
+    def key_of(example: Tensor, *, parameters: tuple[Tensor, ...] = (), **settings) -> tuple:
+        """What a captured graph depends on: input shape, dtype and device, the settings (baked into the
+        kernels' arguments) and where the parameters live."""
+        return (tuple(example.shape), example.dtype, example.device, tuple(sorted(settings.items())),
+                tuple(p.data_ptr() for p in parameters))
+
+    def matches(self, key: tuple) -> bool:
+        return key == self.key
+
+    def __call__(self, x0: Tensor) -> LangevinResult:
+        """The chains from ``x0`` (same shape, dtype and device as the example); returns fresh tensors."""
+        self._input.copy_(x0)
+        self._graph.replay()
+        return LangevinResult(samples=self._output.samples.clone(), frames=None,
+                              grad_norm=self._output.grad_norm.clone())
