@@ -84,6 +84,19 @@ def test_resume_uses_the_schedule_of_the_resuming_config_from_its_first_step(tin
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * factor)
 
 
+def test_resume_with_a_new_learning_rate_trains_at_it(tiny_images, tmp_path):
+    from genlab.train.run import fit
+    from genlab.train.trainer import lr_factor
+
+    partial = train(tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30"))
+    resumed = tiny_config(tiny_images, tmp_path / "run", "train.max_steps=31", "optim.lr=0.02")
+    trainer = fit(resumed, resume_dir=partial).trainer
+    assert trainer.step == 31 and trainer.scheduler.base_lrs == [0.02] * len(trainer.optimizer.param_groups)
+    factor = lr_factor(31, resumed.optim, trainer.total_steps, trainer.steps_per_epoch)
+    assert 0 < factor < 1, "the cosine schedule must be mid-way for this test to mean anything"
+    assert all(group["lr"] == pytest.approx(0.02 * factor) for group in trainer.optimizer.param_groups)
+
+
 def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resume_matches(tiny_images, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out", str(out),
@@ -236,3 +249,25 @@ def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
     assert check and check[0]["world_size"] == 2 and check[0]["max_param_diff"] == 0.0
     # (448 train images / 2 ranks) // 16 = 14 steps per epoch
     assert ckpt.latest_checkpoint(run_dirs[0]).name == "step-000000028"
+
+
+def test_the_logged_lr_is_the_one_each_step_trained_with(tiny_images, tmp_path):
+    run = train(tiny_config(tiny_images, tmp_path, "train.max_steps=30", "train.log_every=1", "optim.schedule=step",
+                            "optim.milestones=[1]", "optim.decay_rate=0.5"))
+    lrs = {row["step"]: row["lr"] for row in metric_rows(run) if row["split"] == "train"}
+    # 448 training images in batches of 16: steps 1-28 are epoch 0 (before the milestone), 29 is the first decayed.
+    assert lrs[28] == pytest.approx(0.05) and lrs[29] == pytest.approx(0.025)
+
+
+def test_a_run_whose_saved_config_is_no_longer_valid_is_not_resumed_silently(tiny_images, tmp_path):
+    from genlab.config import dump_yaml, load_yaml
+    from genlab.train.run import find_resumable_run
+
+    run = train(tiny_config(tiny_images, tmp_path, "train.max_steps=3"))
+    config = build_run_config(load_yaml(run / "config.yaml"))  # as adapted to the data, which is what is matched
+    assert find_resumable_run(tmp_path, config) == run
+    saved = load_yaml(run / "config.yaml")
+    saved["model"]["n_hidden"] = -3
+    (run / "config.yaml").write_text(dump_yaml(saved))
+    with pytest.warns(UserWarning, match=f"not resuming {run}: .*n_hidden"):
+        assert find_resumable_run(tmp_path, config) is None

@@ -54,6 +54,8 @@ _COLLAPSE_MARGIN = 0.01
 _SATURATION_MARGIN = 1e-3
 # Chains (= frames) in the Langevin-chain picture: a square grid, one chain per row.
 CHAIN_FRAMES = 8
+# Captured Langevin graphs kept at once: full and short last batches, and a step size before and after a roll-back.
+_MAX_GRAPHS = 4
 
 
 @dataclass
@@ -273,7 +275,7 @@ class EBM(GenerativeModel):
         self.buffer = ReplayBuffer(config.buffer_size, self.image_shape, fresh_fraction=config.fresh_fraction,
                                    value_range=(self.low, self.high))
         self.train_steps = 0  # loss() calls that ended healthy
-        self._graphed: CudaGraphLangevin | None = None  # the captured training chain (cuda_graphs)
+        self._graphs: dict[tuple, CudaGraphLangevin] = {}  # captured training chains by key (cuda_graphs)
         self.rollbacks = 0
         self._good: dict[str, Any] | None = None  # last good in-memory state
         self._optimizer: torch.optim.Optimizer | None = None  # the trainer's, rolled back with the weights
@@ -419,9 +421,11 @@ class EBM(GenerativeModel):
             return langevin(self._sampling_energy, start, **settings)
         parameters = tuple(self.net.parameters())
         key = CudaGraphLangevin.key_of(start, parameters=parameters, **settings)
-        if self._graphed is None or not self._graphed.matches(key):  # first step, new step size, moved model
-            self._graphed = CudaGraphLangevin(self._sampling_energy, start, parameters=parameters, **settings)
-        return self._graphed(start)
+        if key not in self._graphs:  # first step, an epoch's short last batch, a new step size, a moved model
+            if len(self._graphs) >= _MAX_GRAPHS:
+                del self._graphs[next(iter(self._graphs))]  # the oldest
+            self._graphs[key] = CudaGraphLangevin(self._sampling_energy, start, parameters=parameters, **settings)
+        return self._graphs[key](start)
 
     def _contrastive_step(self, x: Tensor, param_grad_norm: float) -> tuple[Tensor, dict[str, float], _Health]:
         cfg = self.config

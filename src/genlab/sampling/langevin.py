@@ -108,13 +108,13 @@ def langevin(energy: EnergyFn, x0: Tensor, *, steps: int, step_size: float, nois
 class CudaGraphLangevin:
     """:func:`langevin` (no trajectory, the global RNG) captured once as a CUDA graph and then replayed.
 
-    A small energy network leaves a GPU idle between its ~50 kernel launches per Langevin step; one replay
-    launches a whole chain of ``steps`` steps at once. The graph runs the kernels that eager mode would, in the
-    same order, on the same random stream, so the samples are the eager samples (checked by a CUDA test).
+    A small energy network leaves a GPU idle between the dozens of small kernels of each Langevin step; one
+    replay launches a whole chain of ``steps`` steps at once. The graph runs the kernels that eager mode would,
+    in the same order, on the same random stream, so the samples are the eager samples (checked by a CUDA test).
 
     The graph reads the energy's parameters from their memory at each replay, so in-place updates (an optimizer
     step, ``load_state_dict``) are seen; reallocated parameters (``model.to``) are not: build a new instance
-    when :meth:`matches` says the key changed. Capture leaves the global CUDA RNG state as it found it.
+    when :meth:`key_of` changes. Capture leaves the global CUDA RNG state as it found it.
     """
 
     def __init__(self, energy: EnergyFn, example: Tensor, *, steps: int, step_size: float, noise_std: float,
@@ -147,9 +147,6 @@ class CudaGraphLangevin:
         kernels' arguments) and where the parameters live."""
         return (tuple(example.shape), example.dtype, example.device, tuple(sorted(settings.items())),
                 tuple(p.data_ptr() for p in parameters))
-
-    def matches(self, key: tuple) -> bool:
-        return key == self.key
 
     def __call__(self, x0: Tensor) -> LangevinResult:
         """The chains from ``x0`` (same shape, dtype and device as the example); returns fresh tensors."""

@@ -125,7 +125,7 @@ class MetricsCallback(Callback):
             return
         row = {"step": trainer.step, "epoch": trainer.epoch, "split": "train",
                **{k: v / self.count for k, v in self.window.items()},
-               "lr": trainer.optimizer.param_groups[0]["lr"], "time": round(trainer.elapsed, 3)}
+               "lr": trainer.last_lr, "time": round(trainer.elapsed, 3)}  # the lr of the row's last step
         self.write(row)
         self.window, self.count = {}, 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -185,7 +186,10 @@ def find_resumable_run(parent: Path, config: RunConfig) -> Path | None:
             if _learning_settings(saved) != wanted or not ckpt.list_checkpoints(
                     run_dir / "checkpoints"):
                 continue
-        except (CheckpointError, ConfigError):
+        except (CheckpointError, ConfigError) as exc:
+            # Starting afresh silently would throw away hours of a long run that only needs its config mended.
+            warnings.warn(f"not resuming {run_dir}: its saved config is unreadable or no longer valid ({exc}); "
+                          "mend its config.yaml to continue it", stacklevel=2)
             continue
         return run_dir
     return None

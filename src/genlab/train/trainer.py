@@ -116,6 +116,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.elapsed = 0.0
         self.last_loss = math.nan
+        self.last_lr = math.nan
         self.last_val: dict[str, float] = {}
         self.stop_requested = False
 
@@ -143,11 +144,14 @@ class Trainer:
             raise CheckpointError(f"the checkpoint's optimizer state does not fit this run's optimizer ({exc}); "
                                   "it was written by another version of genlab or another model config. "
                                   "Start a new run, or initialise from its weights where the model allows") from None
+        configured_lrs = list(self.scheduler.base_lrs)  # this run's optim.lr (per group), before the checkpoint's
         self.scheduler.load_state_dict(state["scheduler"])
-        # The optimizer state carries the lr of the schedule that wrote it; the next step must use this run's
-        # schedule (the same one, unless the config's schedule was changed for the rest of the run).
+        # The checkpoint carries the lr and schedule of the run that wrote it; from the next step on, this run's
+        # config rules (the same, unless optim.lr or the schedule was changed for the rest of the run).
+        self.scheduler.base_lrs = configured_lrs
         factor = lr_factor(self.step, self.config.optim, self.total_steps, self.steps_per_epoch)
-        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+        for group, base_lr in zip(self.optimizer.param_groups, configured_lrs):
+            group["initial_lr"] = base_lr
             group["lr"] = base_lr * factor
         self.model.load_extra_state(state.get("model_extra", {}))
         set_rng_state(state["rng"])
@@ -199,6 +203,7 @@ class Trainer:
         loss.backward()
         if self.config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # what this step used; the scheduler moves it on
         self.optimizer.step()
         self.scheduler.step()
         self.last_loss = value
