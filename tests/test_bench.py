@@ -244,7 +244,7 @@ def test_results_on_another_device_get_their_own_file_and_both_are_reported(fake
     assert bench.results_filename("rbm-speed", "cuda:1") == "rbm-speed.cuda.json"
     _run(tmp_path, only=["rbm_fake_loglik"])
     # A run on a GPU machine beside the CPU result (the device is resolved before any benchmark runs).
-    monkeypatch.setattr("genlab.train.run.resolve_device", lambda name: "cuda")
+    monkeypatch.setattr("genlab.train.run.resolve_device", lambda name: name)
     code = bench.run_benchmarks("quick", only=["rbm_fake_loglik"], results_dir=tmp_path / "benchmarks" / "results",
                                 report=tmp_path / "BENCHMARKS.md", device="cuda")
     text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
@@ -257,3 +257,9 @@ def test_results_on_another_device_get_their_own_file_and_both_are_reported(fake
     document = json.loads((tmp_path / "benchmarks" / "results" / "vae_fake_pictures.cuda.json").read_text())
     assert document["pictures"] == {"fake VAE: manifold": "pictures/vae-fake-manifold.cuda.png"}
     assert (tmp_path / "benchmarks" / "pictures" / "vae-fake-manifold.cuda.png").is_file()
+    for device in ("cuda", "cpu"):  # judge metrics of each device stay in their own row
+        bench.run_benchmarks("quick", only=["ebm_fake_samples"], results_dir=tmp_path / "benchmarks" / "results",
+                             report=tmp_path / "BENCHMARKS.md", device=device)
+    documents = bench.load_results(tmp_path / "benchmarks" / "results")
+    ebm_rows = [row for row in report.sample_quality_rows(documents) if row["model"] == "ebm"]
+    assert sorted(row["device"] for row in ebm_rows) == ["cpu", "cuda"]

@@ -20,6 +20,7 @@ from test_trainer import tiny_config as rbm_config
 from test_vae import tiny_run_config as vae_config
 
 from genlab.cli import main
+from genlab.errors import ConfigError
 from genlab.eval.ais import ais_log_partition, default_betas, exact_log_partition
 from genlab.sampling.langevin import CudaGraphLangevin, langevin
 from genlab.train import checkpoint as ckpt
@@ -146,21 +147,38 @@ def test_the_cuda_graph_langevin_chain_is_the_eager_chain(deterministic_cudnn):
         assert torch.equal(a.samples, b.samples) and torch.equal(a.grad_norm, b.grad_norm)
     assert not torch.equal(replays[0].samples, replays[1].samples)  # fresh noise at every replay
     assert torch.equal(after_eager, after_replays)  # the global stream moved on exactly as in eager mode
-    with torch.no_grad():  # an in-place parameter update is seen by the next replay
-        model.net.out.bias.add_(1.0)
+    with torch.no_grad():  # an in-place parameter update is seen by the next replay (both change ∇ₓE)
+        model.net.out.weight.mul_(2.0)
         model.net.convs[0].weight.mul_(3.0)
     torch.cuda.manual_seed(4)
     expected = langevin(model._sampling_energy, start, **settings)
     torch.cuda.manual_seed(4)
     assert torch.equal(graphed(start).samples, expected.samples)
+    with pytest.raises(ConfigError, match=r"takes \(5, 1, 8, 8\).*got \(1, 1, 8, 8\)"):
+        graphed(start[:1])
 
 
-def test_training_with_cuda_graphs_equals_eager_training(tiny_images, tmp_path, deterministic_cudnn):
+def test_the_model_keeps_one_graph_per_batch_shape_and_drops_stale_ones(deterministic_cudnn):
+    model = ebm_model(cuda_graphs=True).cuda()
+    for batch in (8, 7, 8, 6, 5, 4, 8):
+        model._negatives(torch.rand(batch, *model.image_shape, device="cuda") * 2 - 1)
+    assert [key[0][0] for key in model._graphs] == [6, 5, 4, 8]  # at most 4: the oldest (8, then 7) went first
+    model.current_step_size.fill_(0.5)  # as after a roll-back: the old step size's graphs never replay again
+    model._negatives(torch.rand(8, *model.image_shape, device="cuda"))
+    assert len(model._graphs) == 1
+
+
+def test_training_with_cuda_graphs_equals_eager_training(tiny_images, tmp_path, deterministic_cudnn, monkeypatch):
     text = corpus(tmp_path)
     # Batches of 30 from 448 images: every 15th batch is short (28), so two graphs alternate.
     short = ("data.batch_size=30", "train.max_steps=17")
     eager = train(family_config("ebm", tiny_images, text, tmp_path / "eager", *short))
+    replays = []
+    original = CudaGraphLangevin.__call__
+    monkeypatch.setattr(CudaGraphLangevin, "__call__", lambda self, x0: replays.append(x0.shape[0]) or
+                        original(self, x0))
     graphed = train(family_config("ebm-graphs", tiny_images, text, tmp_path / "graphed", *short))
+    assert replays == [30] * 14 + [28] + [30] * 2, "every training chain must come from a replayed graph"
     a, b = final_state(eager), final_state(graphed)
     assert a.keys() == b.keys()
     for key in a:

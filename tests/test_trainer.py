@@ -227,7 +227,7 @@ def test_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tiny_images, tm
         trainer.load_state_dict(state)
 
 
-def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
+def _torchrun_two_gloo_processes(*genlab_args: str) -> None:
     import socket
 
     with socket.socket() as probe:  # a free port, so a leftover or parallel run cannot collide with this one
@@ -235,13 +235,20 @@ def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
         port = probe.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                 "--master_addr=127.0.0.1"]
-    result = subprocess.run(
-        torchrun + ["-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out", str(tmp_path),
-                    "--device", "cpu", "--epochs", "2", "--set", "data.val_size=64", "--set", "data.batch_size=16",
-                    "--set", "model.n_hidden=12", "--set", "model.persistent=true", "--set", "train.threads=1",
-                    "--set", "model.sample_steps=20", "--set", "optim.name=sgd", "--set", "optim.lr=0.05"],
-        capture_output=True, text=True, timeout=300)
+    result = subprocess.run(torchrun + ["-m", "genlab", "train", *genlab_args], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[:3000]
+
+
+def _ddp_rbm_args(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["rbm", "--dataset", str(dataset), "--out", str(out), "--device", "cpu", "--epochs", "2",
+            "--set", "data.val_size=64", "--set", "data.batch_size=16", "--set", "model.n_hidden=12",
+            "--set", "model.persistent=true", "--set", "train.threads=1", "--set", "model.sample_steps=20",
+            "--set", "optim.name=sgd", "--set", "optim.lr=0.05", *extra]
+
+
+def test_two_gloo_processes_stay_identical(tiny_images, tmp_path):
+    _torchrun_two_gloo_processes(*_ddp_rbm_args(tiny_images, tmp_path))
     run_dirs = list(tmp_path.glob("rbm-*"))
     assert len(run_dirs) == 1, "only rank 0 may write a run directory"
     rows = metric_rows(run_dirs[0])
@@ -271,3 +278,43 @@ def test_a_run_whose_saved_config_is_no_longer_valid_is_not_resumed_silently(tin
     (run / "config.yaml").write_text(dump_yaml(saved))
     with pytest.warns(UserWarning, match=f"not resuming {run}: .*n_hidden"):
         assert find_resumable_run(tmp_path, config) is None
+
+
+def test_two_gloo_processes_stopped_and_resumed_equal_one_straight_run(tiny_images, tmp_path):
+    # Each rank has its own random stream and its own persistent chains; resuming must give each its own back.
+    _torchrun_two_gloo_processes(*_ddp_rbm_args(tiny_images, tmp_path / "straight"))
+    _torchrun_two_gloo_processes(*_ddp_rbm_args(tiny_images, tmp_path / "resumed", "--set", "train.max_steps=10"))
+    (partial,) = list((tmp_path / "resumed").glob("rbm-*"))
+    _torchrun_two_gloo_processes("--resume", str(partial), "--set", "train.max_steps=0")
+    (straight,) = list((tmp_path / "straight").glob("rbm-*"))
+    assert_same(final_state(straight), final_state(partial))
+    states = [ckpt.load_train_state(ckpt.latest_checkpoint(run) / ckpt.STATE_FILE) for run in (straight, partial)]
+    for state in states:
+        assert len(state["ranks"]) == 2
+        assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
+    for rank in (0, 1):
+        assert torch.equal(states[0]["ranks"][rank]["model_extra"]["pcd_chains"],
+                           states[1]["ranks"][rank]["model_extra"]["pcd_chains"])
+        assert torch.equal(states[0]["ranks"][rank]["rng"]["torch"], states[1]["ranks"][rank]["rng"]["torch"])
+
+
+def test_a_checkpoint_from_another_number_of_processes_resumes_with_rank_zeros_state_and_says_so():
+    from types import SimpleNamespace
+
+    from genlab.train.distributed import DistInfo
+    from genlab.train.trainer import Trainer
+
+    state = {"rng": "rank 0", "ranks": [{"rng": "rank 0"}, {"rng": "rank 1"}]}
+    assert Trainer._own_rank_state(SimpleNamespace(dist=DistInfo(rank=1, world_size=2)), state) == {"rng": "rank 1"}
+    assert Trainer._own_rank_state(SimpleNamespace(dist=DistInfo()), state) is state  # no DDP: rank 0's
+    with pytest.warns(UserWarning, match="state of 2 process.* this run has 3"):
+        assert Trainer._own_rank_state(SimpleNamespace(dist=DistInfo(rank=2, world_size=3)), state) is state
+
+
+def test_execution_only_model_options_do_not_stop_a_run_from_being_resumed():
+    from genlab.train.run import _learning_settings
+
+    base = {"model_name": "ebm", "model": {"step_size": 10.0, "cuda_graphs": False}, "optim": {"lr": 1e-4}}
+    graphed = {**base, "model": {"step_size": 10.0, "cuda_graphs": True}}
+    assert _learning_settings(base) == _learning_settings(graphed)
+    assert _learning_settings(base) != _learning_settings({**base, "model": {"step_size": 5.0, "cuda_graphs": False}})

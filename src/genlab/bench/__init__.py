@@ -73,9 +73,9 @@ class BenchContext:
         if self.pictures_dir is None or not source.is_file():
             return
         self.pictures_dir.mkdir(parents=True, exist_ok=True)
-        kind = self.device.split(":", 1)[0]
+        kind = device_kind(self.device)
         if kind != "cpu":  # beside the CPU run's picture, as the results file is (results_filename)
-            name = f"{Path(name).stem}.{kind}{Path(name).suffix}"
+            name = str(Path(name).with_name(f"{Path(name).stem}.{kind}{Path(name).suffix}"))
         shutil.copyfile(source, self.pictures_dir / name)
         self.pictures[caption] = f"{self.pictures_dir.name}/{name}"
 
@@ -221,8 +221,13 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
 def results_filename(name: str, device: str) -> str:
     """``NAME.json`` for results measured on the CPU, ``NAME.<device type>.json`` (``NAME.cuda.json``) for the
     others, so that a run on a lent GPU machine never overwrites the CPU figures and both stay in the report."""
-    kind = device.split(":", 1)[0]
+    kind = device_kind(device)
     return f"{name}.json" if kind == "cpu" else f"{name}.{kind}.json"
+
+
+def device_kind(device: str) -> str:
+    """``cuda`` for ``cuda:1``: results of one kind of device share a file name and a report row."""
+    return str(device).split(":", 1)[0]
 
 
 def load_results(results_dir: Path) -> list[dict]:

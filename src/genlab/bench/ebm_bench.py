@@ -137,11 +137,9 @@ def bench_step_time(ctx: BenchContext) -> list[dict]:
 def _gpu_step_records(ctx: BenchContext, common: dict) -> list[dict]:
     """The same step on a GPU. The seed's 4.2 s was measured on the 2-core CPU machine, so no ratio to it here;
     the CPU figures come from a run on that machine (``ebm_step_time.json``)."""
-    default = measure_step_time(threads=2, device=ctx.device, data_dir=ctx.data_dir, steps=20, warmup=5)
-    fast = measure_step_time(threads=2, device=ctx.device, data_dir=ctx.data_dir, steps=20, warmup=5,
-                             overrides=["model.fast_input_grad=true"])
-    graphed = measure_step_time(threads=2, device=ctx.device, data_dir=ctx.data_dir, steps=20, warmup=5,
-                                overrides=["model.cuda_graphs=true"])
+    default, fast, graphed = (measure_step_time(threads=2, device=ctx.device, data_dir=ctx.data_dir, steps=20,
+                                                warmup=5, overrides=overrides)
+                              for overrides in ([], ["model.fast_input_grad=true"], ["model.cuda_graphs=true"]))
     ctx.notes.append(
         f"ebm-mnist step (batch {int(default['batch_size'])}, {int(default['langevin_steps'])} Langevin steps) on "
         f"{torch.cuda.get_device_name(torch.device(ctx.device))}, median of {int(default['steps'])} steps after "

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from genlab.bench import load_results
+from genlab.bench import device_kind, load_results
 
 PLOTS_DIRNAME = "plots"  # beside results/, i.e. benchmarks/plots/
 # Conventional names for per-model cost figures: a record field, or a sibling record's metric (same model,
@@ -246,8 +246,9 @@ def sample_quality_rows(documents: list[dict]) -> list[dict]:
     for document, record in _records(documents):
         if record.get("metric") not in names:
             continue
-        key = (record.get("dataset"), record.get("model"), document.get("benchmark"))
-        row = rows.setdefault(key, {"dataset": key[0], "model": key[1], "benchmark": key[2],
+        key = (record.get("dataset"), record.get("model"), document.get("benchmark"),
+               device_kind(record.get("device") or document.get("device") or "cpu"))
+        row = rows.setdefault(key, {"dataset": key[0], "model": key[1], "benchmark": key[2], "device": key[3],
                                     "images": record.get("images"), "judge": record.get("judge")})
         row[record["metric"]] = record.get("value")
         if record["metric"] == "judge_kid":
@@ -271,9 +272,9 @@ def _sample_quality_section(documents: list[dict]) -> list[str]:
         table.append([row["dataset"], row["model"], _format(row.get("images")),
                       _format(row.get("judge_confidence_mean")), _format(row.get("judge_confident_frac")),
                       _format(row.get("class_entropy_nats")), _format(row.get("judge_fd")), kid, row.get("judge"),
-                      row["benchmark"]])
+                      row["benchmark"], row["device"]])
     header = ["dataset", "images from", "n", "mean max-prob", "frac > 0.9", "class entropy (nats)", "FD", "KID ± se",
-              "judge", "benchmark"]
+              "judge", "benchmark", "device"]
     return (["## Sample quality (genlab judge)", "",
              "Judge metrics of samples against 10,000 training images. **FD and KID use genlab's own judge "
              "features, not Inception-v3: they compare only with each other for the same dataset and judge "
@@ -287,8 +288,8 @@ def _sample_quality_section(documents: list[dict]) -> list[str]:
 def _details_section(documents: list[dict], pictures_prefix: str = "benchmarks") -> list[str]:
     lines = ["## Every benchmark in full", ""]
     for document in documents:
-        device = str(document.get("device", "cpu"))
-        heading = document.get("benchmark") if device == "cpu" else f"{document.get('benchmark')} ({device})"
+        kind = device_kind(document.get("device") or "cpu")
+        heading = document.get("benchmark") if kind == "cpu" else f"{document.get('benchmark')} ({kind})"
         lines += [f"### {heading}", "",
                   f"status **{document.get('status')}**, suite {document.get('suite')}, "
                   f"{_format(document.get('wall_s'))} s, device {document.get('device')}, "

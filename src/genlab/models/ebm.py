@@ -54,7 +54,7 @@ _COLLAPSE_MARGIN = 0.01
 _SATURATION_MARGIN = 1e-3
 # Chains (= frames) in the Langevin-chain picture: a square grid, one chain per row.
 CHAIN_FRAMES = 8
-# Captured Langevin graphs kept at once: full and short last batches, and a step size before and after a roll-back.
+# Captured Langevin graphs kept at once (batch shapes of one step size and model: full and an epoch's short last).
 _MAX_GRAPHS = 4
 
 
@@ -79,8 +79,9 @@ class EBMConfig:
     # plain autograd; turn on for speed.
     fast_input_grad: bool = False
     # On CUDA, the training negatives' Langevin chain is captured once as a CUDA graph and replayed: the same
-    # kernels on the same random stream, so the same samples, with one launch instead of thousands per step.
-    # Off by default: new; turn on for speed on a GPU (ignored on other devices).
+    # kernels on the same random stream, so the same samples as eager mode (bit for bit with deterministic
+    # cuDNN), with one launch instead of thousands per step. Off by default: new; turn on for speed on a GPU
+    # (ignored on other devices).
     cuda_graphs: bool = False
     # Replay buffer of negatives.
     buffer_size: int = 8192
@@ -422,10 +423,16 @@ class EBM(GenerativeModel):
         parameters = tuple(self.net.parameters())
         key = CudaGraphLangevin.key_of(start, parameters=parameters, **settings)
         if key not in self._graphs:  # first step, an epoch's short last batch, a new step size, a moved model
+            # Graphs of an old step size or of parameters that moved never replay again: free their memory.
+            self._graphs = {old: graph for old, graph in self._graphs.items() if old[1:] == key[1:]}
             if len(self._graphs) >= _MAX_GRAPHS:
                 del self._graphs[next(iter(self._graphs))]  # the oldest
             self._graphs[key] = CudaGraphLangevin(self._sampling_energy, start, parameters=parameters, **settings)
         return self._graphs[key](start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Captured graphs cannot be copied or pickled; a copy captures its own when it trains.
+        return {**super().__getstate__(), "_graphs": {}}
 
     def _contrastive_step(self, x: Tensor, param_grad_norm: float) -> tuple[Tensor, dict[str, float], _Health]:
         cfg = self.config

@@ -110,7 +110,8 @@ class CudaGraphLangevin:
 
     A small energy network leaves a GPU idle between the dozens of small kernels of each Langevin step; one
     replay launches a whole chain of ``steps`` steps at once. The graph runs the kernels that eager mode would,
-    in the same order, on the same random stream, so the samples are the eager samples (checked by a CUDA test).
+    in the same order, on the same random stream, so the samples are the eager samples (checked by a CUDA test
+    with ``torch.backends.cudnn.deterministic``; without it, eager runs may already differ by cuDNN's rounding).
 
     The graph reads the energy's parameters from their memory at each replay, so in-place updates (an optimizer
     step, ``load_state_dict``) are seen; reallocated parameters (``model.to``) are not: build a new instance
@@ -127,19 +128,23 @@ class CudaGraphLangevin:
         self.key = self.key_of(example, steps=steps, step_size=step_size, noise_std=noise_std,
                                grad_clip=grad_clip, bounds=bounds, parameters=parameters)
         settings = {"step_size": step_size, "noise_std": noise_std, "grad_clip": grad_clip, "bounds": bounds}
-        device = example.device
+        self._device = example.device
         self._input = example.detach().clone()
-        rng_state = torch.cuda.get_rng_state(device)
-        # Autograd and cuDNN allocate and choose algorithms on first use; that must not happen during capture.
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            langevin(energy, self._input, steps=min(steps, 2), **settings)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._output = langevin(energy, self._input, steps=steps, **settings)
-        torch.cuda.set_rng_state(rng_state, device)
+        rng_state = torch.cuda.get_rng_state(self._device)
+        # On the example's GPU, also when it is not the current one (``--device cuda:1`` without DDP).
+        with torch.cuda.device(self._device):
+            try:
+                # Autograd and cuDNN allocate and choose algorithms on first use; not during capture.
+                side = torch.cuda.Stream(self._device)
+                side.wait_stream(torch.cuda.current_stream(self._device))
+                with torch.cuda.stream(side):
+                    langevin(energy, self._input, steps=min(steps, 2), **settings)
+                torch.cuda.current_stream(self._device).wait_stream(side)
+                self._graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self._graph, stream=side):
+                    self._output = langevin(energy, self._input, steps=steps, **settings)
+            finally:
+                torch.cuda.set_rng_state(rng_state, self._device)
 
     @staticmethod
     def key_of(example: Tensor, *, parameters: tuple[Tensor, ...] = (), **settings) -> tuple:
@@ -150,7 +155,11 @@ class CudaGraphLangevin:
 
     def __call__(self, x0: Tensor) -> LangevinResult:
         """The chains from ``x0`` (same shape, dtype and device as the example); returns fresh tensors."""
+        if x0.shape != self._input.shape or x0.dtype != self._input.dtype or x0.device != self._device:
+            raise ConfigError(f"this captured Langevin chain takes {tuple(self._input.shape)} {self._input.dtype} on "
+                              f"{self._device}, got {tuple(x0.shape)} {x0.dtype} on {x0.device}; capture another")
         self._input.copy_(x0)
-        self._graph.replay()
+        with torch.cuda.device(self._device):
+            self._graph.replay()
         return LangevinResult(samples=self._output.samples.clone(), frames=None,
                               grad_norm=self._output.grad_norm.clone())

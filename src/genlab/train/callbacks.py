@@ -220,7 +220,8 @@ class SampleCallback(Callback):
 class CheckpointCallback(Callback):
     """Writes an atomic checkpoint every ``every`` steps (0: each epoch) and at the end; keeps the last K."""
 
-    def __init__(self, checkpoints_dir: Path, every: int, keep_last: int):
+    def __init__(self, checkpoints_dir: Path | None, every: int, keep_last: int):
+        # None: a DDP rank other than 0, which writes nothing but hands its random and model state to rank 0.
         self.checkpoints_dir = checkpoints_dir
         self.every = every
         self.keep_last = keep_last
@@ -238,8 +239,10 @@ class CheckpointCallback(Callback):
 
             raise TrainingError(f"parameters {', '.join(bad[:3])} became non-finite at step {trainer.step}; "
                                 "not saving them. The last good checkpoint was kept; lower optim.lr and resume.")
-        ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model, trainer.config.to_dict(),
-                             trainer.state_dict(), self.keep_last)
+        state = trainer.state_dict()  # under DDP a collective, so every rank gets here
+        if self.checkpoints_dir is not None:
+            ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model, trainer.config.to_dict(), state,
+                                 self.keep_last)
         self.last_step = trainer.step
 
     def on_step_end(self, trainer, logs) -> None:
@@ -272,9 +275,13 @@ class WallClockBudget(Callback):
             self.stopped_early = True
 
 
-def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool) -> list[Callback]:
-    """The standard set: progress everywhere it is wanted; files only from rank 0 with a run directory."""
+def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool,
+                      checkpointing: bool = False) -> list[Callback]:
+    """The standard set: progress everywhere it is wanted; files only from rank 0 with a run directory. Under DDP
+    (``checkpointing`` on a rank other than 0) the other ranks join each checkpoint without writing."""
     callbacks: list[Callback] = [ProgressCallback(trainer_config.progress and is_main)]
+    if checkpointing and not is_main:
+        callbacks.append(CheckpointCallback(None, trainer_config.checkpoint_every, trainer_config.keep_last))
     if run_dir is not None and is_main:
         callbacks += [
             MetricsCallback(run_dir / "metrics.jsonl", trainer_config.log_every),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,27 @@ def max_replica_difference(module: torch.nn.Module) -> float:
     difference = (flat - reference).abs().max()
     dist.all_reduce(difference, op=dist.ReduceOp.MAX)
     return float(difference)
+
+
+def gather_to_rank_zero(value: Any) -> list[Any] | None:
+    """Every rank's ``value`` (tensors moved to the CPU), in rank order, on rank 0; None on the other ranks.
+
+    A collective: every rank must call it at the same point.
+    """
+    value = _on_cpu(value)
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
+def _on_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
 
 
 def all_ranks_agree(flag: bool, device: torch.device) -> bool:

@@ -124,7 +124,8 @@ def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_di
     if write and dist_info.is_main and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")
-    callbacks = default_callbacks(run_dir if write else None, config.train, dist_info.is_main) + extra_callbacks
+    callbacks = default_callbacks(run_dir if write else None, config.train, dist_info.is_main,
+                                  checkpointing=write and dist_info.enabled) + extra_callbacks
     trainer = Trainer(model, config, data, device=device, dist_info=dist_info, run_dir=run_dir,
                       callbacks=callbacks)
     if state is not None:
@@ -162,13 +163,18 @@ def load_latest_checkpoint(model: torch.nn.Module, run_dir: Path) -> dict:
 _LEARNING_KEYS = ("model_name", "model", "optim")
 _DATA_LOCATION_KEYS = ("data_dir", "download")
 _TRAIN_KEYS = ("epochs", "max_steps", "seed", "amp")
+# Model options that change how, not what, a model computes (the EBM's CUDA graphs give the eager samples).
+_EXECUTION_ONLY_MODEL_KEYS = ("cuda_graphs",)
 
 
 def _learning_settings(config: dict) -> dict:
     config = json.loads(json.dumps(config))  # tuples -> lists, as in a config read back from YAML
     data = {k: v for k, v in (config.get("data") or {}).items() if k not in _DATA_LOCATION_KEYS}
     train = {k: v for k, v in (config.get("train") or {}).items() if k in _TRAIN_KEYS}
-    return {**{k: config.get(k) for k in _LEARNING_KEYS}, "data": data, "train": train}
+    settings = {**{k: config.get(k) for k in _LEARNING_KEYS}, "data": data, "train": train}
+    if isinstance(settings.get("model"), dict):
+        settings["model"] = {k: v for k, v in settings["model"].items() if k not in _EXECUTION_ONLY_MODEL_KEYS}
+    return settings
 
 
 def find_resumable_run(parent: Path, config: RunConfig) -> Path | None:
@@ -180,16 +186,19 @@ def find_resumable_run(parent: Path, config: RunConfig) -> Path | None:
                         reverse=True)
     for config_file in candidates:
         run_dir = config_file.parent
+        raw = None
         try:
+            raw = load_run_config(run_dir)
             # Through the config classes, so a run saved before a field with a default existed still matches.
-            saved = build_run_config(load_run_config(run_dir)).to_dict()
+            saved = build_run_config(raw).to_dict()
             if _learning_settings(saved) != wanted or not ckpt.list_checkpoints(
                     run_dir / "checkpoints"):
                 continue
         except (CheckpointError, ConfigError) as exc:
             # Starting afresh silently would throw away hours of a long run that only needs its config mended.
-            warnings.warn(f"not resuming {run_dir}: its saved config is unreadable or no longer valid ({exc}); "
-                          "mend its config.yaml to continue it", stacklevel=2)
+            if not isinstance(raw, dict) or raw.get("model_name") == config.model_name:
+                warnings.warn(f"not resuming {run_dir}: its saved config is unreadable or no longer valid ({exc}); "
+                              "mend its config.yaml to continue it", stacklevel=2)
             continue
         return run_dir
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from genlab.config import OptimConfig, RunConfig
 from genlab.data.datasets import DataBundle
 from genlab.errors import CheckpointError, TrainingError
 from genlab.models.base import GenerativeModel
-from genlab.train.distributed import DistInfo, all_ranks_agree
+from genlab.train.distributed import DistInfo, all_ranks_agree, gather_to_rank_zero
 
 
 def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -122,7 +123,7 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
@@ -132,6 +133,13 @@ class Trainer:
             "rng": rng_state(),
             "model_extra": self.model.extra_state(),
         }
+        if self.dist.enabled:
+            # Every rank draws its own noise and keeps its own chains or replay buffer; a resumed run gives each
+            # rank back its own (the top-level entries are rank 0's). A collective: every rank calls state_dict.
+            ranks = gather_to_rank_zero({"rng": state["rng"], "model_extra": state["model_extra"]})
+            if ranks is not None:
+                state["ranks"] = ranks
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -153,8 +161,22 @@ class Trainer:
         for group, base_lr in zip(self.optimizer.param_groups, configured_lrs):
             group["initial_lr"] = base_lr
             group["lr"] = base_lr * factor
-        self.model.load_extra_state(state.get("model_extra", {}))
-        set_rng_state(state["rng"])
+        own = self._own_rank_state(state)
+        self.model.load_extra_state(own.get("model_extra", {}))
+        set_rng_state(own["rng"])
+
+    def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's random and model state from a checkpoint (rank 0's when written without DDP)."""
+        if not self.dist.enabled:
+            return state
+        ranks = state.get("ranks")
+        if isinstance(ranks, list) and len(ranks) == self.dist.world_size:
+            return ranks[self.dist.rank]
+        written = len(ranks) if isinstance(ranks, list) else 1
+        warnings.warn(f"the checkpoint holds the random and model state of {written} process(es), this run has "
+                      f"{self.dist.world_size}: every process continues from rank 0's, so the run goes on but "
+                      "not as an uninterrupted one would", stacklevel=2)
+        return state
 
     # -- loop ----------------------------------------------------------------------------------------------
     def _emit(self, event: str, *args: Any) -> None:
