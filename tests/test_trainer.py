@@ -227,7 +227,8 @@ def test_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tiny_images, tm
         trainer.load_state_dict(state)
 
 
-def _torchrun_two_gloo_processes(*genlab_args: str) -> None:
+def _torchrun_two_processes(*command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 COMMAND``; on a timeout (a hang) the launcher and both workers are killed."""
     import socket
 
     with socket.socket() as probe:  # a free port, so a leftover or parallel run cannot collide with this one
@@ -235,8 +236,19 @@ def _torchrun_two_gloo_processes(*genlab_args: str) -> None:
         port = probe.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                 "--master_addr=127.0.0.1"]
-    result = subprocess.run(torchrun + ["-m", "genlab", "train", *genlab_args], capture_output=True, text=True,
-                            timeout=300)
+    process = subprocess.Popen(torchrun + list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"torchrun did not finish in {timeout} s (a hang between the processes?)") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _torchrun_two_gloo_processes(*genlab_args: str) -> None:
+    result = _torchrun_two_processes("-m", "genlab", "train", *genlab_args)
     assert result.returncode == 0, result.stderr[:3000]
 
 
@@ -298,17 +310,24 @@ def test_two_gloo_processes_stopped_and_resumed_equal_one_straight_run(tiny_imag
         assert torch.equal(states[0]["ranks"][rank]["rng"]["torch"], states[1]["ranks"][rank]["rng"]["torch"])
 
 
-def test_a_checkpoint_from_another_number_of_processes_resumes_with_rank_zeros_state_and_says_so():
+def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_wrote_it():
     from types import SimpleNamespace
 
     from genlab.train.distributed import DistInfo
     from genlab.train.trainer import Trainer
 
-    state = {"rng": "rank 0", "ranks": [{"rng": "rank 0"}, {"rng": "rank 1"}]}
-    assert Trainer._own_rank_state(SimpleNamespace(dist=DistInfo(rank=1, world_size=2)), state) == {"rng": "rank 1"}
-    assert Trainer._own_rank_state(SimpleNamespace(dist=DistInfo()), state) is state  # no DDP: rank 0's
-    with pytest.warns(UserWarning, match="state of 2 process.* this run has 3"):
-        assert Trainer._own_rank_state(SimpleNamespace(dist=DistInfo(rank=2, world_size=3)), state) is state
+    def own(state, **dist):
+        return Trainer._own_rank_state(SimpleNamespace(dist=DistInfo(**dist)), state)
+
+    state = {"rng": "rank 0", "world_size": 2, "ranks": [{"rng": "rank 0"}, {"rng": "rank 1"}]}
+    assert own(state, rank=1, world_size=2) == {"rng": "rank 1"}
+    for dist in ({}, {"rank": 2, "world_size": 3}):
+        with pytest.raises(CheckpointError, match="written by 2 training process.*torchrun --nproc_per_node=2"):
+            own(state, **dist)
+    assert own({"rng": "alone", "world_size": 1}, rank=0, world_size=1) == {"rng": "alone", "world_size": 1}
+    older = {"rng": "rank 0"}  # written before the process count and every rank's state were kept
+    with pytest.warns(UserWarning, match="continues from rank 0's"):
+        assert own(older, rank=1, world_size=2) is older
 
 
 def test_execution_only_model_options_do_not_stop_a_run_from_being_resumed():
@@ -318,3 +337,33 @@ def test_execution_only_model_options_do_not_stop_a_run_from_being_resumed():
     graphed = {**base, "model": {"step_size": 10.0, "cuda_graphs": True}}
     assert _learning_settings(base) == _learning_settings(graphed)
     assert _learning_settings(base) != _learning_settings({**base, "model": {"step_size": 5.0, "cuda_graphs": False}})
+
+
+def test_a_stop_requested_on_one_process_stops_every_process_at_the_same_step(tiny_images, tmp_path):
+    # A wall-clock budget is checked on each rank's own clock; had rank 0 gone on, both would hang in a collective.
+    args = _ddp_rbm_args(tiny_images, tmp_path)
+    overrides = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"] + [
+        f"data.dataset={tiny_images}", f"train.out_dir={tmp_path}", "train.device=cpu", "train.epochs=2",
+        "train.progress=false"]
+    script = tmp_path / "stop_on_rank_one.py"
+    script.write_text(f"""
+import torch.distributed as dist
+from genlab.config import apply_overrides, build_run_config
+from genlab.train.callbacks import Callback
+from genlab.train.run import fit
+
+class StopOnRankOne(Callback):
+    def on_step_end(self, trainer, logs):
+        if dist.get_rank() == 1 and trainer.step == 3:
+            trainer.stop_requested = True
+
+overrides = {overrides!r}
+config = build_run_config(apply_overrides({{"model_name": "rbm"}}, overrides))
+outcome = fit(config, extra_callbacks=(StopOnRankOne(),))
+print(f"stopped at {{outcome.trainer.step}};", flush=True)
+""")
+    result = _torchrun_two_processes(str(script), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("stopped at 3;") == 2, result.stdout
+    (run,) = list(tmp_path.glob("rbm-*"))
+    assert ckpt.latest_checkpoint(run).name == "step-000000003"

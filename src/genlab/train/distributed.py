@@ -36,11 +36,14 @@ def init_distributed(device_type: str) -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(wait_for_others: bool = True) -> None:
+    """Leave the process group. ``wait_for_others=False`` after an error: the other ranks may be waiting in a
+    collective this one will never join, and a barrier would hang the whole job instead of letting it fail."""
     if dist.is_available() and dist.is_initialized():
         # Every rank finishes its last collective before any tears gloo down: a rank that destroyed the group
         # while another was still in one aborted now and then ("terminate called without an active exception").
-        dist.barrier()
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 

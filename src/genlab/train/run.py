@@ -95,10 +95,14 @@ def fit(config: RunConfig, *, resume_dir: Path | None = None, resume_matching_in
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _fit(config, device, dist_info, resume_dir, resume_matching_in, run_dir, write,
-                    list(extra_callbacks))
-    finally:
-        shutdown_distributed()
+        outcome = _fit(config, device, dist_info, resume_dir, resume_matching_in, run_dir, write,
+                       list(extra_callbacks))
+    except BaseException:
+        # No barrier: the other ranks may be waiting in a collective this rank will never join.
+        shutdown_distributed(wait_for_others=False)
+        raise
+    shutdown_distributed()
+    return outcome
 
 
 def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_dir: Path | None,
@@ -130,6 +134,7 @@ def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_di
                       callbacks=callbacks)
     if state is not None:
         trainer.load_state_dict(state)
+        state = None  # every rank's chains and buffers: not kept for the whole run
     else:
         # Model initialisation used the shared seed; training noise gets a per-rank stream.
         seed_everything(config.train.seed + dist_info.rank)

@@ -133,11 +133,13 @@ class Trainer:
             "rng": rng_state(),
             "model_extra": self.model.extra_state(),
         }
+        state["world_size"] = self.dist.world_size
         if self.dist.enabled:
             # Every rank draws its own noise and keeps its own chains or replay buffer; a resumed run gives each
             # rank back its own (the top-level entries are rank 0's). A collective: every rank calls state_dict.
             ranks = gather_to_rank_zero({"rng": state["rng"], "model_extra": state["model_extra"]})
             if ranks is not None:
+                ranks[0] = {"rng": state["rng"], "model_extra": state["model_extra"]}  # shared, saved once
                 state["ranks"] = ranks
         return state
 
@@ -167,15 +169,20 @@ class Trainer:
 
     def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """This rank's random and model state from a checkpoint (rank 0's when written without DDP)."""
+        written = state.get("world_size")
+        if written is not None and int(written) != self.dist.world_size:
+            # Each process's data shard, position in the epoch and steps per epoch depend on the process count.
+            raise CheckpointError(f"this checkpoint was written by {written} training process(es) and this run has "
+                                  f"{self.dist.world_size}; resume with the same number "
+                                  f"(torchrun --nproc_per_node={written}, or no torchrun for 1)")
         if not self.dist.enabled:
             return state
         ranks = state.get("ranks")
         if isinstance(ranks, list) and len(ranks) == self.dist.world_size:
             return ranks[self.dist.rank]
-        written = len(ranks) if isinstance(ranks, list) else 1
-        warnings.warn(f"the checkpoint holds the random and model state of {written} process(es), this run has "
-                      f"{self.dist.world_size}: every process continues from rank 0's, so the run goes on but "
-                      "not as an uninterrupted one would", stacklevel=2)
+        warnings.warn("the checkpoint was written before genlab kept each process's random and model state: every "
+                      "process continues from rank 0's, so the run goes on but not as an uninterrupted one would",
+                      stacklevel=2)
         return state
 
     # -- loop ----------------------------------------------------------------------------------------------
@@ -262,6 +269,8 @@ class Trainer:
                         self.epoch += 1
                         self.batch_in_epoch = 0
                     self._emit("on_step_end", logs)
+                    if self.dist.enabled:  # one rank's stop (its wall-clock budget) stops all at the same step
+                        self.stop_requested = not all_ranks_agree(not self.stop_requested, self.device)
                     if self.batch_in_epoch == 0:
                         self._emit("on_epoch_end", self.validate())
                     if self.stop_requested or self.finished:
