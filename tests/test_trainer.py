@@ -249,7 +249,7 @@ def _torchrun_two_processes(*command: str, timeout: float = 300) -> subprocess.C
 
 def _torchrun_two_gloo_processes(*genlab_args: str) -> None:
     result = _torchrun_two_processes("-m", "genlab", "train", *genlab_args)
-    assert result.returncode == 0, result.stderr[:3000]
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def _ddp_rbm_args(dataset: Path, out: Path, *extra: str) -> list[str]:
@@ -367,3 +367,12 @@ print(f"stopped at {{outcome.trainer.step}};", flush=True)
     assert result.stdout.count("stopped at 3;") == 2, result.stdout
     (run,) = list(tmp_path.glob("rbm-*"))
     assert ckpt.latest_checkpoint(run).name == "step-000000003"
+
+
+def test_each_rank_draws_training_noise_no_other_seed_draws():
+    from genlab.train.run import training_noise_seed
+
+    assert training_noise_seed(5, 0) == 5  # one process trains as it always did
+    seeds = {(seed, rank): training_noise_seed(seed, rank) for seed in range(50) for rank in range(8)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(value >= 2**40 for (seed, rank), value in seeds.items() if rank > 0)

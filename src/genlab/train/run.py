@@ -136,8 +136,9 @@ def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_di
         trainer.load_state_dict(state)
         state = None  # every rank's chains and buffers: not kept for the whole run
     else:
-        # Model initialisation used the shared seed; training noise gets a per-rank stream.
-        seed_everything(config.train.seed + dist_info.rank)
+        # Model initialisation used the shared seed; training noise gets a per-rank stream. Rank 0 keeps the seed
+        # (a single process trains as before); the others get streams no other seed's rank 0 uses.
+        seed_everything(training_noise_seed(config.train.seed, dist_info.rank))
     first_step, first_elapsed = trainer.step, trainer.elapsed
     trainer.fit()
     if dist_info.enabled:
@@ -149,6 +150,12 @@ def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_di
                                          "max_param_diff": difference}) + "\n")
     return FitOutcome(run_dir=run_dir if dist_info.is_main else None, trainer=trainer, config=config, data=data,
                       first_step=first_step, first_elapsed=first_elapsed)
+
+
+def training_noise_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's training noise: ``seed`` on rank 0; on the others a value above 2^40, which no
+    ordinary seed reaches (with ``seed + rank``, rank 1 of seed s drew the noise of rank 0 of seed s + 1)."""
+    return seed if rank == 0 else (2**40 + seed * 1_000_003 + rank) % 2**63
 
 
 def load_latest_checkpoint(model: torch.nn.Module, run_dir: Path) -> dict:
