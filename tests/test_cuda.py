@@ -63,6 +63,13 @@ def finite_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+@pytest.fixture
+def deterministic_cudnn(monkeypatch):
+    """cuDNN may pick a nondeterministic convolution algorithm; the EBM's bit-for-bit checks pin it."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trains_on_the_device_and_the_checkpoint_samples_on_both(family, tiny_images, tmp_path):
     run_dir = train(family_config(family, tiny_images, corpus(tmp_path), tmp_path / "runs"))
@@ -78,10 +85,7 @@ def test_trains_on_the_device_and_the_checkpoint_samples_on_both(family, tiny_im
 
 
 @pytest.mark.parametrize("family", ["rbm", "dbn", "ebm", "ebm-graphs", "char-lstm"])
-def test_stop_and_resume_on_the_device_equals_one_straight_run(family, tiny_images, tmp_path, monkeypatch):
-    # cuDNN may pick a different (nondeterministic) convolution algorithm per process; pin it for the EBM.
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+def test_stop_and_resume_on_the_device_equals_one_straight_run(family, tiny_images, tmp_path, deterministic_cudnn):
     text = corpus(tmp_path)
     straight = train(family_config(family, tiny_images, text, tmp_path / "straight"))
     last_step = int(ckpt.latest_checkpoint(straight).name.split("-")[1])
@@ -124,12 +128,6 @@ def test_ais_on_the_device_agrees_with_exact_enumeration():
                                            generator=torch.Generator(device=device).manual_seed(1))
     assert log_weights.shape == (200,)
     assert log_z == pytest.approx(exact, abs=0.05)
-
-
-@pytest.fixture
-def deterministic_cudnn(monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
 
 
 def test_the_cuda_graph_langevin_chain_is_the_eager_chain(deterministic_cudnn):

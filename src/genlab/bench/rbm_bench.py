@@ -42,7 +42,7 @@ def _genlab_epoch_seconds(ctx: BenchContext, overrides: list[str]):
         with torch.random.fork_rng(devices=[device]):
             warm_up = copy.deepcopy(model)
             for _, batch in zip(range(3), data.train.iter_from(0)):
-                warm_up.loss(trainer._to_device(batch))[0].backward()
+                warm_up.loss(tuple(t.to(device) for t in batch))[0].backward()
         torch.cuda.synchronize()
     started = time.perf_counter()
     trainer.fit()

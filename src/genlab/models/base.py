@@ -37,6 +37,9 @@ class GenerativeModel(nn.Module, abc.ABC):
     supports_amp: ClassVar[bool] = False
     # Models that train only some parameters at a time (a DBN's current layer) tell DDP to expect unused ones.
     ddp_find_unused_parameters: ClassVar[bool] = False
+    # Config fields that change how, not what, the model computes (same results): a run saved with other values
+    # of them is still the same run to continue (``genlab bench --resume``).
+    execution_only_config_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any):
         super().__init__()

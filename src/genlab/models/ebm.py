@@ -263,6 +263,8 @@ class _Health:
 class EBM(GenerativeModel):
     """Energy-based model; see the module docstring for the sign convention, loss and health checks."""
 
+    execution_only_config_keys = ("cuda_graphs",)  # the eager samples, replayed
+
     def __init__(self, config: EBMConfig):
         super().__init__(config)
         if not config.image_shape or not config.value_range:
@@ -424,7 +426,7 @@ class EBM(GenerativeModel):
         key = CudaGraphLangevin.key_of(start, parameters=parameters, **settings)
         if key not in self._graphs:  # first step, an epoch's short last batch, a new step size, a moved model
             # Graphs of an old step size or of parameters that moved never replay again: free their memory.
-            self._graphs = {old: graph for old, graph in self._graphs.items() if old[1:] == key[1:]}
+            self._graphs = {old: graph for old, graph in self._graphs.items() if old[1] == key[1]}
             if len(self._graphs) >= _MAX_GRAPHS:
                 del self._graphs[next(iter(self._graphs))]  # the oldest
             self._graphs[key] = CudaGraphLangevin(self._sampling_energy, start, parameters=parameters, **settings)

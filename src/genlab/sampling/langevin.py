@@ -125,8 +125,6 @@ class CudaGraphLangevin:
                                 bounds=bounds)
         if example.device.type != "cuda":
             raise ConfigError(f"CUDA-graph Langevin needs a CUDA tensor, got one on {example.device}")
-        self.key = self.key_of(example, steps=steps, step_size=step_size, noise_std=noise_std,
-                               grad_clip=grad_clip, bounds=bounds, parameters=parameters)
         settings = {"step_size": step_size, "noise_std": noise_std, "grad_clip": grad_clip, "bounds": bounds}
         self._device = example.device
         self._input = example.detach().clone()
@@ -148,10 +146,10 @@ class CudaGraphLangevin:
 
     @staticmethod
     def key_of(example: Tensor, *, parameters: tuple[Tensor, ...] = (), **settings) -> tuple:
-        """What a captured graph depends on: input shape, dtype and device, the settings (baked into the
-        kernels' arguments) and where the parameters live."""
-        return (tuple(example.shape), example.dtype, example.device, tuple(sorted(settings.items())),
-                tuple(p.data_ptr() for p in parameters))
+        """What a captured graph depends on, as (batch shape, everything else): the input's shape, its dtype and
+        device, the settings (baked into the kernels' arguments) and where the parameters live."""
+        return (tuple(example.shape), (example.dtype, example.device, tuple(sorted(settings.items())),
+                                       tuple(p.data_ptr() for p in parameters)))
 
     def __call__(self, x0: Tensor) -> LangevinResult:
         """The chains from ``x0`` (same shape, dtype and device as the example); returns fresh tensors."""

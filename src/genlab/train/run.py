@@ -175,8 +175,6 @@ def load_latest_checkpoint(model: torch.nn.Module, run_dir: Path) -> dict:
 _LEARNING_KEYS = ("model_name", "model", "optim")
 _DATA_LOCATION_KEYS = ("data_dir", "download")
 _TRAIN_KEYS = ("epochs", "max_steps", "seed", "amp")
-# Model options that change how, not what, a model computes (the EBM's CUDA graphs give the eager samples).
-_EXECUTION_ONLY_MODEL_KEYS = ("cuda_graphs",)
 
 
 def _learning_settings(config: dict) -> dict:
@@ -185,7 +183,8 @@ def _learning_settings(config: dict) -> dict:
     train = {k: v for k, v in (config.get("train") or {}).items() if k in _TRAIN_KEYS}
     settings = {**{k: config.get(k) for k in _LEARNING_KEYS}, "data": data, "train": train}
     if isinstance(settings.get("model"), dict):
-        settings["model"] = {k: v for k, v in settings["model"].items() if k not in _EXECUTION_ONLY_MODEL_KEYS}
+        ignored = registry.get(str(config.get("model_name"))).model_cls.execution_only_config_keys
+        settings["model"] = {k: v for k, v in settings["model"].items() if k not in ignored}
     return settings
 
 

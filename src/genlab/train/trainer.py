@@ -132,8 +132,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "model_extra": self.model.extra_state(),
+            "world_size": self.dist.world_size,
         }
-        state["world_size"] = self.dist.world_size
         if self.dist.enabled:
             # Every rank draws its own noise and keeps its own chains or replay buffer; a resumed run gives each
             # rank back its own (the top-level entries are rank 0's). A collective: every rank calls state_dict.
