@@ -15,6 +15,7 @@ MODEL_MODULES = (
     "genlab.models.vae",
     "genlab.models.char_rnn",
     "genlab.models.ebm",
+    "genlab.models.gan",
 )
 
 

@@ -31,7 +31,8 @@ PICTURES_DIRNAME = "pictures"  # beside results/: pictures that benchmarks keep 
 # Benchmark modules, imported on demand; each registers its benchmarks.
 BENCH_MODULES = ("genlab.bench.rbm_bench", "genlab.bench.dbn_bench", "genlab.bench.hopfield_bench",
                  "genlab.bench.vae_bench", "genlab.bench.char_bench", "genlab.bench.ebm_bench",
-                 "genlab.bench.judge_bench", "genlab.bench.studio_bench")
+                 "genlab.bench.judge_bench", "genlab.bench.studio_bench",
+                 "genlab.bench.gan_bench")
 
 
 @dataclass(frozen=True)

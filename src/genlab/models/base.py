@@ -1,9 +1,15 @@
 """The one model contract every genlab model follows.
 
-A model is an ``nn.Module`` built from a typed config dataclass. The Trainer only ever calls
+A model is an ``nn.Module`` built from a typed config dataclass. The Trainer calls
 ``loss(batch) -> (loss, logs)``; samplers call ``sample(n)``. Models whose learning rule is not a plain
 gradient (contrastive divergence for RBMs) express it as a surrogate loss whose gradient *is* the update,
 so optimizers, DDP all-reduce and checkpoints need no special case.
+
+Models that step several optimizers in turn (a GAN's discriminator and generator) declare them by name in
+:meth:`GenerativeModel.optimizer_param_groups` and say which run at each step in
+:meth:`GenerativeModel.training_phases`; the Trainer then calls ``forward(batch, phase=name, step=step)``, backs
+the returned loss up and steps that optimizer, once per phase. One Trainer, one set of callbacks, checkpoints,
+DDP and AMP serve both kinds.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ import torch
 from torch import Tensor, nn
 
 
+SINGLE_OPTIMIZER = "model"  # the name of the one optimizer of a model that does not declare several
+
+
 @dataclass(frozen=True)
 class DataInfo:
     """What a model needs to know about its data before it is built."""
@@ -26,6 +35,16 @@ class DataInfo:
     value_range: tuple[float, float] = (0.0, 1.0)
     binary: bool = False
     vocab: str = ""  # text: the characters, in index order
+
+
+def decay_groups(parameters, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups with weight decay on matrices (ndim >= 2) only, not on biases or scales."""
+    parameters = [p for p in parameters if p.requires_grad]
+    groups = [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay}]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
 
 
 class GenerativeModel(nn.Module, abc.ABC):
@@ -50,9 +69,27 @@ class GenerativeModel(nn.Module, abc.ABC):
         """Fill in or check data-dependent config fields (input size, vocabulary). Raise ConfigError on mismatch."""
         return config
 
-    def forward(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, batch: Any, phase: str | None = None, step: int = 0) -> tuple[Tensor, dict[str, float]]:
         # DDP only synchronises gradients of work done inside forward(), so forward *is* the loss.
-        return self.loss(batch)
+        if phase is None:
+            return self.loss(batch)
+        return self.phase_loss(batch, phase, step)
+
+    def optimizer_param_groups(self, weight_decay: float) -> dict[str, list[dict]]:
+        """The optimizers to build, by name, each with its parameter groups. The default is one optimizer,
+        ``"model"``, over :meth:`param_groups`, trained on :meth:`loss`."""
+        return {SINGLE_OPTIMIZER: self.param_groups(weight_decay)}
+
+    def training_phases(self, step: int) -> tuple[str, ...]:
+        """Names of the optimizers to step, in order, at training step ``step`` (0-based), each after the
+        backward pass of ``phase_loss(batch, name, step)`` on the same batch. Must depend only on ``step`` and
+        the config, so a resumed run takes the same phases."""
+        return (SINGLE_OPTIMIZER,)
+
+    def phase_loss(self, batch: Any, phase: str, step: int) -> tuple[Tensor, dict[str, float]]:
+        """The loss whose gradient the optimizer ``phase`` follows; only models with several optimizers
+        implement it."""
+        raise NotImplementedError(f"{type(self).__name__} trains with one optimizer; it has no phase {phase!r}")
 
     @abc.abstractmethod
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
@@ -82,12 +119,7 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Parameter groups for the optimizer; by default weight decay applies to matrices only."""
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return groups
+        return decay_groups(self.parameters(), weight_decay)
 
     def init_from_data(self, batches: Any) -> None:
         """Called once before training starts from scratch (not on resume): data-dependent initialisation."""

@@ -83,12 +83,15 @@ class ProgressCallback(Callback):
 
 
 class MetricsCallback(Callback):
-    """Appends rows to ``metrics.jsonl``: train rows averaged over ``log_every`` steps, val rows per epoch."""
+    """Appends rows to ``metrics.jsonl``: train rows averaged over ``log_every`` steps, val rows per epoch.
+
+    Each figure is averaged over the steps that logged it (a GAN's generator loss comes every few steps)."""
 
     def __init__(self, path: Path, log_every: int):
         self.path = path
         self.log_every = log_every
         self.window: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
 
     def write(self, row: dict[str, Any]) -> None:
@@ -116,6 +119,7 @@ class MetricsCallback(Callback):
     def on_step_end(self, trainer, logs) -> None:
         for key, value in logs.items():
             self.window[key] = self.window.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
         if trainer.step % self.log_every == 0 or trainer.finished:
             self._flush(trainer)
@@ -124,10 +128,10 @@ class MetricsCallback(Callback):
         if not self.count:
             return
         row = {"step": trainer.step, "epoch": trainer.epoch, "split": "train",
-               **{k: v / self.count for k, v in self.window.items()},
+               **{k: v / self.counts[k] for k, v in self.window.items()},
                "lr": trainer.last_lr, "time": round(trainer.elapsed, 3)}  # the lr of the row's last step
         self.write(row)
-        self.window, self.count = {}, 0
+        self.window, self.counts, self.count = {}, {}, 0
 
     def on_epoch_end(self, trainer, val_logs) -> None:
         self._flush(trainer)
@@ -229,6 +233,9 @@ class CheckpointCallback(Callback):
 
     def on_fit_start(self, trainer) -> None:
         self.last_step = trainer.step
+        if self.checkpoints_dir is not None:
+            existing = ckpt.list_checkpoints(self.checkpoints_dir)
+            trainer.last_checkpoint = existing[-1] if existing else None
 
     def save(self, trainer) -> None:
         if trainer.step == self.last_step:
@@ -237,12 +244,12 @@ class CheckpointCallback(Callback):
         if bad:
             from genlab.errors import TrainingError
 
-            raise TrainingError(f"parameters {', '.join(bad[:3])} became non-finite at step {trainer.step}; "
-                                "not saving them. The last good checkpoint was kept; lower optim.lr and resume.")
+            raise TrainingError(f"parameters {', '.join(bad[:3])} became non-finite at step {trainer.step}; not "
+                                f"saving them; {trainer.checkpoint_kept()}. Lower optim.lr and resume.")
         state = trainer.state_dict()  # under DDP a collective, so every rank gets here
         if self.checkpoints_dir is not None:
-            ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model, trainer.config.to_dict(), state,
-                                 self.keep_last)
+            trainer.last_checkpoint = ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model,
+                                                           trainer.config.to_dict(), state, self.keep_last)
         self.last_step = trainer.step
 
     def on_step_end(self, trainer, logs) -> None:

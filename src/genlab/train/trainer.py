@@ -16,12 +16,23 @@ import torch
 from genlab.config import OptimConfig, RunConfig
 from genlab.data.datasets import DataBundle
 from genlab.errors import CheckpointError, TrainingError
-from genlab.models.base import GenerativeModel
+from genlab.models.base import SINGLE_OPTIMIZER, GenerativeModel
 from genlab.train.distributed import DistInfo, all_ranks_agree, gather_to_rank_zero
 
 
+def build_optimizers(model: GenerativeModel, cfg: OptimConfig) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per name the model declares (:meth:`GenerativeModel.optimizer_param_groups`), all with the
+    run's optim settings."""
+    return {name: make_optimizer(groups, cfg)
+            for name, groups in model.optimizer_param_groups(cfg.weight_decay).items()}
+
+
 def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = model.param_groups(cfg.weight_decay)
+    """The one optimizer of a single-optimizer model, over its :meth:`GenerativeModel.param_groups`."""
+    return make_optimizer(model.param_groups(cfg.weight_decay), cfg)
+
+
+def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "rmsprop":
@@ -78,7 +89,8 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Runs ``model.loss`` over the training batches with one optimizer; callbacks do the rest.
+    """Runs ``model.loss`` over the training batches with one optimizer (or, for models that declare several,
+    each phase of :meth:`GenerativeModel.training_phases` with its own); callbacks do the rest.
 
     Position is (epoch, batch_in_epoch): the next batch to train on. Together with the RNG states, optimizer and
     ``model.extra_state()`` it is all a resumed run needs to continue exactly where a killed one stopped.
@@ -101,8 +113,11 @@ class Trainer:
             self.network = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
                 find_unused_parameters=model.ddp_find_unused_parameters)
-        self.optimizer = build_optimizer(model, config.optim)
-        model.attach_optimizer(self.optimizer)
+        self.optimizers = build_optimizers(model, config.optim)
+        self.optimizer = next(iter(self.optimizers.values()))  # the one optimizer of most models
+        self.phased = tuple(self.optimizers) != (SINGLE_OPTIMIZER,)
+        if not self.phased:
+            model.attach_optimizer(self.optimizer)
         self.steps_per_epoch = len(data.train)
         if self.steps_per_epoch == 0:
             raise TrainingError(f"the training set has fewer examples ({data.train.num_examples}) than one batch "
@@ -110,8 +125,11 @@ class Trainer:
         self.total_steps = config.train.epochs * self.steps_per_epoch
         # The schedule's horizon is the configured epochs, never max_steps, so stopping early and resuming
         # later follows the same learning-rate curve as one uninterrupted run.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, config.optim, self.total_steps, self.steps_per_epoch))
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: lr_factor(step, config.optim, self.total_steps, self.steps_per_epoch))
+            for name, optimizer in self.optimizers.items()}
+        self.scheduler = next(iter(self.schedulers.values()))
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -120,6 +138,7 @@ class Trainer:
         self.last_lr = math.nan
         self.last_val: dict[str, float] = {}
         self.stop_requested = False
+        self.last_checkpoint: Path | None = None  # set by the checkpoint callback: where a stopped run resumes
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -128,8 +147,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "elapsed": self.elapsed,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            **self._optimizer_state(),
             "rng": rng_state(),
             "model_extra": self.model.extra_state(),
             "world_size": self.dist.world_size,
@@ -143,26 +161,47 @@ class Trainer:
                 state["ranks"] = ranks
         return state
 
+    def _optimizer_state(self) -> dict[str, Any]:
+        if not self.phased:  # the layout of every checkpoint written before models could declare several
+            return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {"optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()}}
+
+    def _saved_optimizer_states(self, state: dict[str, Any]) -> dict[str, tuple[dict, dict]]:
+        """(optimizer state, scheduler state) per optimizer name, from either checkpoint layout."""
+        if "optimizers" in state:
+            optimizers, schedulers = state["optimizers"], state.get("schedulers", {})
+        else:
+            optimizers, schedulers = {SINGLE_OPTIMIZER: state["optimizer"]}, {SINGLE_OPTIMIZER: state["scheduler"]}
+        if set(optimizers) != set(self.optimizers) or set(schedulers) != set(self.optimizers):
+            raise CheckpointError(f"the checkpoint holds optimizer(s) {', '.join(sorted(optimizers))} and this run "
+                                  f"trains with {', '.join(self.optimizers)}; it was written by another model. "
+                                  "Start a new run")
+        return {name: (optimizers[name], schedulers[name]) for name in self.optimizers}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as exc:  # e.g. other parameter groups: written by another genlab version or model
-            raise CheckpointError(f"the checkpoint's optimizer state does not fit this run's optimizer ({exc}); "
-                                  "it was written by another version of genlab or another model config. "
-                                  "Start a new run, or initialise from its weights where the model allows") from None
-        configured_lrs = list(self.scheduler.base_lrs)  # this run's optim.lr (per group), before the checkpoint's
-        self.scheduler.load_state_dict(state["scheduler"])
-        # The checkpoint carries the lr and schedule of the run that wrote it; from the next step on, this run's
-        # config rules (the same, unless optim.lr or the schedule was changed for the rest of the run).
-        self.scheduler.base_lrs = configured_lrs
         factor = lr_factor(self.step, self.config.optim, self.total_steps, self.steps_per_epoch)
-        for group, base_lr in zip(self.optimizer.param_groups, configured_lrs):
-            group["initial_lr"] = base_lr
-            group["lr"] = base_lr * factor
+        for name, (optimizer_state, scheduler_state) in self._saved_optimizer_states(state).items():
+            optimizer, scheduler = self.optimizers[name], self.schedulers[name]
+            try:
+                optimizer.load_state_dict(optimizer_state)
+            except ValueError as exc:  # e.g. other parameter groups: written by another genlab version or model
+                raise CheckpointError(
+                    f"the checkpoint's optimizer state does not fit this run's optimizer ({exc}); it was written "
+                    "by another version of genlab or another model config. Start a new run, or initialise from "
+                    "its weights where the model allows") from None
+            configured_lrs = list(scheduler.base_lrs)  # this run's optim.lr (per group), before the checkpoint's
+            scheduler.load_state_dict(scheduler_state)
+            # The checkpoint carries the lr and schedule of the run that wrote it; from the next step on, this
+            # run's config rules (the same, unless optim.lr or the schedule was changed for the rest of the run).
+            scheduler.base_lrs = configured_lrs
+            for group, base_lr in zip(optimizer.param_groups, configured_lrs):
+                group["initial_lr"] = base_lr
+                group["lr"] = base_lr * factor
         own = self._own_rank_state(state)
         self.model.load_extra_state(own.get("model_extra", {}))
         set_rng_state(own["rng"])
@@ -215,19 +254,31 @@ class Trainer:
         max_steps = self.config.train.max_steps
         return self.epoch >= self.config.train.epochs or (max_steps > 0 and self.step >= max_steps)
 
-    def train_step(self, batch: Any) -> dict[str, float]:
-        self.network.train()
-        with self._autocast():
-            loss, logs = self.network(self._to_device(batch))
-        value = float(loss.detach())
+    def _check_finite(self, value: float, what: str) -> None:
         finite = math.isfinite(value)
         if self.dist.enabled:
             finite = all_ranks_agree(finite, self.device)
         if not finite:
             raise TrainingError(
-                f"the loss became non-finite ({value:.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
-                "training stopped and the last good checkpoint was kept. Lower optim.lr or enable optim.grad_clip, "
-                "then resume from the run directory.")
+                f"the {what} became non-finite ({value:.4g}) at step {self.step + 1} (epoch {self.epoch + 1}); "
+                f"training stopped; {self.checkpoint_kept()}. Lower optim.lr or enable optim.grad_clip, then "
+                "resume from the run directory.")
+
+    def checkpoint_kept(self) -> str:
+        """Words for an error message: which checkpoint a stopped run can be resumed from."""
+        last = self.last_checkpoint
+        if last is None:
+            return "no checkpoint had been written yet, so there is nothing to resume from"
+        return f"the last good checkpoint, {last}, was kept"
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        self.network.train()
+        if self.phased:
+            return self._phased_step(self._to_device(batch))
+        with self._autocast():
+            loss, logs = self.network(self._to_device(batch))
+        value = float(loss.detach())
+        self._check_finite(value, "loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optim.grad_clip > 0:
@@ -237,6 +288,35 @@ class Trainer:
         self.scheduler.step()
         self.last_loss = value
         return {"loss": value, **{k: float(v) for k, v in logs.items()}}
+
+    def _phased_step(self, batch: Any) -> dict[str, float]:
+        """One step of a model with several optimizers: per phase a forward, a backward and that optimizer's
+        step. ``loss`` is the first phase's; each phase logs ``loss_<phase>`` and ``grad_norm_<phase>``."""
+        logs: dict[str, float] = {}
+        for phase in self.model.training_phases(self.step):
+            optimizer = self.optimizers[phase]
+            with self._autocast():
+                loss, phase_logs = self.network(batch, phase, self.step)
+            value = float(loss.detach())
+            self._check_finite(value, f"{phase} loss")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            grads = [p.grad for p in parameters if p.grad is not None]
+            if self.config.optim.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.optim.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            optimizer.step()
+            logs.setdefault("loss", value)
+            logs[f"loss_{phase}"] = value
+            logs[f"grad_norm_{phase}"] = float(norm)
+            logs.update((k, float(v)) for k, v in phase_logs.items())
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+        self.last_loss = logs["loss"]
+        return logs
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

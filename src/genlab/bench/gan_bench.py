@@ -1,0 +1,223 @@
+"""GAN benchmarks: each preset trained for a wall-clock budget, then 10,000 samples judged.
+
+* ``gan-dcgan-mnist``, ``gan-wgan-gp-mnist``, ``gan-cgan-mnist``, ``gan-acgan-seed``, ``gan-dcgan-fashion``
+  (full, resumable): train the preset of the same name for ``genlab bench --budget-minutes`` (default 30, never
+  beyond the preset's epochs; ``--resume`` continues the newest matching run in ``benchmarks/work/<name>/``), draw
+  10,000 samples (conditional models: 1,000 per class) and score them with :func:`leaderboard_records`: judge FD
+  and KID against 10,000 training images, improved precision and recall (k = 3), density and coverage (k = 5),
+  class entropy, confident fraction, the judge's accuracy on the requested label, and a memorisation check; the
+  same figures for 10,000 real test images (the floor) go beside them. 1,000 of the samples are kept as
+  ``benchmarks/samples/<name>.npz`` (``images`` uint8 (N, 28, 28), ``labels`` for conditional models).
+* ``gan-dcgan-speed`` (quick, full): seconds per epoch-equivalent of the ``gan-dcgan-mnist`` recipe through the
+  Trainer against a plain PyTorch loop of the same networks (pytorch/examples' DCGAN loop), in one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.bench import BenchContext, benchmark
+from genlab.config import apply_overrides, build_run_config, load_yaml
+from genlab.eval import judge as judge_lib
+from genlab.train.callbacks import WallClockBudget
+from genlab.train.run import fit
+
+TRAIN_BUDGET_S = 30 * 60.0
+N_SAMPLES = 10_000
+KEPT_SAMPLES = 1_000
+SAMPLES_DIRNAME = "samples"  # beside results/: the kept samples, for anyone's own classifier
+
+
+def preset_config(preset: str, overrides: list[str] | tuple[str, ...] = ()):
+    from genlab.cli import preset_path
+
+    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), list(overrides)))
+
+
+def train_preset_for_budget(preset: str, *, budget_s: float, work_dir: Path, device: str, data_dir: str | None,
+                            resume: bool, overrides: tuple[str, ...] = ()) -> tuple[Any, dict[str, float]]:
+    """Train ``preset`` for ``budget_s`` seconds of wall time (or its epochs); returns (fit outcome, facts)."""
+    flags = ["train.progress=false", f"train.device={device}", f"train.out_dir={work_dir}", "train.threads=2"]
+    if data_dir:
+        flags.append(f"data.data_dir={data_dir}")
+    config = preset_config(preset, [*flags, *overrides])
+    guard = WallClockBudget(budget_s, time.perf_counter())
+    outcome = fit(config, resume_matching_in=work_dir if resume else None, extra_callbacks=(guard,))
+    trainer = outcome.trainer
+    facts = {"train_s": trainer.elapsed, "steps": float(trainer.step),
+             "epochs": trainer.step / len(outcome.data.train),
+             "session_train_s": trainer.elapsed - outcome.first_elapsed,
+             "resumed_from_step": float(outcome.first_step), "stopped_early": float(guard.stopped_early)}
+    return outcome, facts
+
+
+@torch.no_grad()
+def draw(model, n: int, *, seed: int = 0, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples (n, C, H, W) on the CPU and, for conditional models, their labels (n // K per class)."""
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    labels = model.labels_for(n) if model.conditional else None
+    pieces = []
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        z = model.sample_z(stop - start, generator)
+        pieces.append(model.generate(z, None if labels is None else labels[start:stop]).cpu())
+    return torch.cat(pieces), (None if labels is None else labels.cpu())
+
+
+def to_uint8(images: torch.Tensor, value_range: tuple[float, float]) -> np.ndarray:
+    """(N, 1, H, W) in ``value_range`` -> uint8 (N, H, W)."""
+    low, high = value_range
+    unit = ((images.float() - low) / (high - low)).clamp(0.0, 1.0)
+    return (unit[:, 0] * 255.0 + 0.5).to(torch.uint8).numpy()
+
+
+def leaderboard_records(model_name: str, dataset: str, images: torch.Tensor, *, value_range, labels=None,
+                        data_dir: str | None = None, device: str = "cpu", **fields) -> list[dict]:
+    """The one sample-quality leaderboard's records for ``images`` (and real test images as the floor, with
+    ``real_`` in the metric names): judge FD and KID vs 10,000 training images, precision/recall (k = 3),
+    density/coverage (k = 5), class entropy, confident fraction, memorisation, and label accuracy when
+    ``labels`` say which class each image was drawn for."""
+    from genlab.bench.judge_bench import get_judge, get_reference
+    from genlab.eval import manifold
+
+    judge = get_judge(dataset, data_dir=data_dir, device=device)
+    reference = get_reference(judge, data_dir=data_dir)
+    train_images, _ = judge_lib.load_split(dataset, "train", data_dir)
+    test_images, _ = judge_lib.load_split(dataset, "test", data_dir)
+    reference_pixels = _reference_pixels(train_images, reference.features.shape[0])
+    test_unit = test_images.float().div(255.0)
+    samples_unit = ((images.float() - value_range[0]) / (value_range[1] - value_range[0])).clamp(0.0, 1.0)
+    common = {"model": model_name, "dataset": dataset, "images": int(images.shape[0]),
+              "reference": reference.name, "judge": f"{judge.info.dataset}-{judge.info.checksum}", **fields}
+    records = []
+    for prefix, unit in (("", samples_unit), ("real_", test_unit[: images.shape[0]])):
+        quality = judge_lib.sample_quality(judge, unit, reference, generator=torch.Generator().manual_seed(0))
+        features = judge.features(unit)
+        precision, recall = manifold.precision_recall(reference.features, features, k=3)
+        density, coverage = manifold.density_coverage(reference.features, features, k=5)
+        memo = manifold.memorisation(unit.flatten(1), test_unit[:2000].flatten(1), reference_pixels)
+        figures = {"judge_fd_10k": (quality.fd, "FD (genlab judge)"),
+                   "judge_kid_10k": (quality.kid, "KID (genlab judge)"),
+                   "judge_precision": (precision, "fraction"), "judge_recall": (recall, "fraction"),
+                   "judge_density": (density, "ratio"), "judge_coverage": (coverage, "fraction"),
+                   "class_entropy": (quality.class_entropy_nats, "nats"),
+                   "judge_confident_frac": (quality.confident_frac, "fraction"),
+                   "nn_train_distance_ratio": (memo["nn_ratio"], "ratio (samples / test images)"),
+                   "copied_frac": (memo["copied_frac"], "fraction")}
+        for metric, (value, unit_name) in figures.items():
+            record = {**common, "metric": prefix + metric, "value": float(value), "unit": unit_name}
+            if metric == "class_entropy":
+                record["class_counts"] = quality.class_counts
+            if metric == "judge_kid_10k":
+                record["stderr"] = quality.kid_stderr
+            records.append(record)
+    if labels is not None:
+        predicted = judge.probabilities(samples_unit).argmax(1)
+        accuracy = 100.0 * float((predicted == labels).double().mean())
+        records.append({**common, "metric": "label_accuracy_pct", "value": accuracy, "unit": "%"})
+        records += _per_class_recall(common, reference, judge, samples_unit, labels, dataset, data_dir)
+    return records
+
+
+def _reference_pixels(train_images: torch.Tensor, limit: int) -> torch.Tensor:
+    """The pixels of the training images the judge reference is built from (same seeded subset)."""
+    chosen = torch.randperm(train_images.shape[0], generator=torch.Generator().manual_seed(0))[:limit]
+    return train_images[chosen.sort().values].float().div(255.0).flatten(1)
+
+
+def _per_class_recall(common, reference, judge, samples_unit, labels, dataset, data_dir) -> list[dict]:
+    """Recall (k = 3) of each class's samples against that class's training images, over the real test
+    images' recall against the same: the "recall per class >= 0.6 x real" figure."""
+    from genlab.eval import manifold
+
+    train_images, train_labels = judge_lib.load_split(dataset, "train", data_dir)
+    test_images, test_labels = judge_lib.load_split(dataset, "test", data_dir)
+    ratios = []
+    for label in range(int(labels.max()) + 1):
+        real_features = judge.features(train_images[train_labels == label][:1000].float().div(255.0))
+        fake_features = judge.features(samples_unit[labels == label][:1000])
+        test_features = judge.features(test_images[test_labels == label][:1000].float().div(255.0))
+        _, fake_recall = manifold.precision_recall(real_features, fake_features, k=3)
+        _, test_recall = manifold.precision_recall(real_features, test_features, k=3)
+        ratios.append(fake_recall / test_recall if test_recall > 0 else float("nan"))
+    return [{**common, "metric": "min_class_recall_vs_real", "value": float(min(ratios)), "unit": "ratio",
+             "per_class": [round(r, 3) for r in ratios]}]
+
+
+def gan_benchmark(ctx: BenchContext, name: str, dataset: str) -> list[dict]:
+    """Train preset ``name`` for the budget, keep pictures and 1,000 samples, return the leaderboard records."""
+    outcome, facts = train_preset_for_budget(name, budget_s=ctx.budget(TRAIN_BUDGET_S), work_dir=ctx.work_dir,
+                                             device=ctx.device, data_dir=ctx.data_dir, resume=ctx.resume)
+    model, config, run_dir = outcome.trainer.model, outcome.config, outcome.run_dir
+    started = time.perf_counter()
+    images, labels = draw(model, N_SAMPLES)
+    sample_s = time.perf_counter() - started
+    value_range = tuple(config.model.value_range)
+    _keep_samples(ctx, name, images[:KEPT_SAMPLES], None if labels is None else labels[:KEPT_SAMPLES], value_range)
+    _keep_pictures(ctx, name, model, run_dir, value_range)
+    common = {"preset": name, "train_minutes": round(facts["train_s"] / 60.0, 2),
+              "epochs_trained": round(facts["epochs"], 2)}
+    records = leaderboard_records(config.model_name, dataset, images, value_range=value_range, labels=labels,
+                                  data_dir=ctx.data_dir, device=ctx.device, **common)
+    records += [
+        {"model": config.model_name, "dataset": dataset, **common, "metric": "train_time",
+         "value": facts["train_s"] / 60.0, "unit": "min"},
+        {"model": config.model_name, "dataset": dataset, **common, "metric": "epochs_trained",
+         "value": facts["epochs"], "unit": "epochs"},
+        {"model": config.model_name, "dataset": dataset, **common, "metric": "sampling_s_10k",
+         "value": sample_s, "unit": "s"}]
+    resumed = f", continued from step {int(facts['resumed_from_step'])}" if facts["resumed_from_step"] else ""
+    ctx.notes.append(f"{name}: {facts['epochs']:.2f} epochs ({int(facts['steps'])} steps) in "
+                     f"{facts['train_s'] / 60:.1f} min of training loop on {ctx.device}, 2 threads{resumed}"
+                     f"{' (stopped by the budget)' if facts['stopped_early'] else ''}; run {run_dir}. "
+                     f"{N_SAMPLES} samples scored against 10,000 training images; the real_ rows are 10,000 test "
+                     "images against the same reference (the floor). FD/KID use genlab's judge features, not "
+                     "Inception: compare them only within this leaderboard.")
+    return records
+
+
+def _keep_samples(ctx: BenchContext, name: str, images, labels, value_range) -> None:
+    if ctx.pictures_dir is None:
+        return
+    folder = ctx.pictures_dir.parent / SAMPLES_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"images": to_uint8(images, value_range)}
+    if labels is not None:
+        arrays["labels"] = labels.numpy().astype(np.int64)
+    np.savez_compressed(folder / f"{name}.npz", **arrays)
+
+
+def _keep_pictures(ctx: BenchContext, name: str, model, run_dir: Path | None, value_range) -> None:
+    from genlab.viz.grid import save_grid
+
+    if run_dir is None:
+        return
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+    with torch.no_grad():
+        grid = model.sample(100, generator=generator)
+    save_grid(grid, run_dir / "final-samples.png", value_range=value_range)
+    caption = "one row per class" if model.conditional else "fixed z"
+    ctx.keep_picture(run_dir / "final-samples.png", f"{name}-samples.png", f"{name}: 100 samples ({caption})")
+    ctx.keep_picture(run_dir / "samples" / "samples.gif", f"{name}-progress.gif",
+                     f"{name}: the fixed-z grid over training")
+
+
+def _register(name: str, dataset: str, description: str) -> None:
+    @benchmark(name, suites=("full",), resumable=True, description=description)
+    def run(ctx: BenchContext) -> list[dict]:
+        return gan_benchmark(ctx, name, dataset)
+
+
+_register("gan-dcgan-mnist", "mnist", "DCGAN on MNIST for a 30-min budget: 10k samples on the leaderboard")
+_register("gan-wgan-gp-mnist", "mnist", "WGAN-GP on MNIST for a 30-min budget: 10k samples on the leaderboard")
+_register("gan-cgan-mnist", "mnist", "projection cGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
+_register("gan-acgan-seed", "mnist", "the seed's ACGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
+_register("gan-dcgan-fashion", "fashion-mnist", "DCGAN on Fashion-MNIST for a 30-min budget: leaderboard")

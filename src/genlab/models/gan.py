@@ -1,0 +1,594 @@
+"""Generative adversarial networks: DCGAN, WGAN-GP, a conditional GAN with a projection discriminator, and the
+seed chapter's ACGAN.
+
+A generator G maps z ~ p(z) (``prior``: N(0, I), or U(-1, 1)^d as the seed draws it) to an image; a
+discriminator (critic) D scores images, on logits throughout (BCE-with-logits, never sigmoid + BCE). Losses on
+the scores of real images r = D(x) and generated ones f = D(G(z)), ``loss``:
+
+* ``nonsaturating`` (Goodfellow et al. 2014, §3; DCGAN, Radford et al. 2016): D minimises
+  BCE(r, t) + BCE(f, 0) with t = ``real_target`` (1, or 0.95 for the seed's one-sided smoothing,
+  Salimans et al. 2016); G minimises BCE(f, t), i.e. -log σ(f) for t = 1.
+* ``hinge`` (Lim & Ye 2017; Miyato et al. 2018): D: relu(1 - r) + relu(1 + f); G: -f.
+* ``lsgan`` (Mao et al. 2017): D: ½(r - 1)² + ½f²; G: ½(f - 1)².
+* ``wasserstein`` (Arjovsky et al. 2017): D: f - r; G: -f. With ``gp_weight`` λ > 0 the critic adds the gradient
+  penalty of Gulrajani et al. 2017 (WGAN-GP, Algorithm 1): λ·(‖∇ₓ̂D(x̂)‖₂ - 1)² at x̂ = αx + (1 - α)G(z), one
+  α ~ U(0, 1) per sample, the norm taken as sqrt(Σ g² + ε) so its gradient stays finite at g = 0. The critic has
+  no BatchNorm (the penalty is per sample) and takes ``critic_steps`` steps per generator step.
+
+Conditioning on a class label y (``num_classes`` from the data):
+
+* ``cgan``: G gets [z, embed(y)]; D is a projection discriminator (Miyato & Koyama 2018),
+  D(x, y) = ψ(φ(x)) + embed_D(y)ᵀφ(x).
+* ``acgan`` (Odena et al. 2017, the seed's recipe): G gets z ⊙ embed(y); D has a second head, a softmax over
+  classes, trained with cross-entropy on real images' labels and on the labels fakes were drawn for, which G
+  also minimises.
+
+Training: the model declares two optimizers, ``discriminator`` and ``generator``
+(:meth:`GAN.optimizer_param_groups`), and :meth:`GAN.training_phases` says which the Trainer steps: every batch a
+discriminator step, every ``critic_steps``-th batch a generator step after it. The fakes of a step's
+discriminator phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward
+once. Architectures (``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2 transposed convolutions;
+D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights) and ``seed`` (the tfjs-examples ACGAN:
+dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) → ConvT C (k5, s2, tanh), BatchNorm after the ReLUs;
+D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3, no BatchNorm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlab.errors import ConfigError
+from genlab.models.base import DataInfo, GenerativeModel, decay_groups
+from genlab.registry import register
+
+DISCRIMINATOR = "discriminator"
+GENERATOR = "generator"
+LOSSES = ("nonsaturating", "hinge", "lsgan", "wasserstein")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class GANConfig:
+    """Hyper-parameters of a GAN. ``image_shape`` and ``num_classes`` are filled from the data."""
+
+    image_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W)
+    num_classes: int = 0  # conditional models: classes of the data's labels
+    z_dim: int = 100
+    prior: str = "normal"  # normal: N(0, I) | uniform: U(-1, 1) per dimension (the seed's)
+    architecture: str = "dcgan"  # dcgan | seed (the seed ACGAN's layers; 28x28 only)
+    g_width: int = 64  # dcgan: generator channels at H/2 (twice that at H/4)
+    d_width: int = 64  # dcgan: discriminator channels at H/2 (twice that at H/4)
+    d_norm: str = "batch"  # dcgan discriminator's second layer: batch | layer | none
+    d_dropout: float = 0.0  # dropout after each discriminator activation
+    loss: str = "nonsaturating"  # nonsaturating | hinge | lsgan | wasserstein
+    gp_weight: float = 0.0  # λ of the WGAN-GP gradient penalty; 0: none
+    gp_epsilon: float = 1e-12  # inside the square root of the penalty's gradient norm
+    critic_steps: int = 1  # discriminator steps (batches) per generator step
+    real_target: float = 1.0  # nonsaturating: BCE target of real images, and of fakes for G (0.95: the seed)
+    label_input: str = "concat"  # conditional G: concat [z, embed(y)] | multiply z * embed(y) (the seed)
+    label_dim: int = 10  # concat: size of the generator's label embedding
+    aux_weight: float = 1.0  # acgan: weight of the class cross-entropy in both players' losses
+    value_range: tuple[float, ...] = (-1.0, 1.0)  # the data's pixel range, which G's tanh is mapped to
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.image_shape)
+        _check(len(shape) == 3 and all(d >= 1 for d in shape),
+               f"model.image_shape must be (C, H, W) with positive sizes, got {list(shape)}")
+        _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
+        _check(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
+        _check(self.prior in ("normal", "uniform"), f"model.prior must be normal or uniform, got {self.prior!r}")
+        _check(self.architecture in ("dcgan", "seed"),
+               f"model.architecture must be dcgan or seed, got {self.architecture!r}")
+        _check(self.g_width >= 1 and self.d_width >= 1,
+               f"model.g_width and model.d_width must be >= 1, got {self.g_width} and {self.d_width}")
+        _check(self.d_norm in ("batch", "layer", "none"),
+               f"model.d_norm must be batch, layer or none, got {self.d_norm!r}")
+        _check(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}")
+        _check(self.loss in LOSSES, f"model.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        _check(self.gp_weight >= 0.0, f"model.gp_weight (the gradient penalty's λ) must be >= 0, got "
+                                      f"{self.gp_weight}")
+        _check(self.gp_epsilon > 0.0, f"model.gp_epsilon must be > 0, got {self.gp_epsilon}")
+        _check(not (self.gp_weight > 0 and self.d_norm == "batch" and self.architecture == "dcgan"),
+               "a gradient penalty is per sample, and BatchNorm mixes the samples of a batch: set "
+               "model.d_norm=layer or none with model.gp_weight > 0 (Gulrajani et al. 2017, §4)")
+        _check(self.critic_steps >= 1, f"model.critic_steps must be >= 1 (discriminator steps per generator "
+                                       f"step), got {self.critic_steps}")
+        _check(0.5 < self.real_target <= 1.0, f"model.real_target must be in (0.5, 1], got {self.real_target}")
+        _check(self.label_input in ("concat", "multiply"),
+               f"model.label_input must be concat or multiply, got {self.label_input!r}")
+        _check(self.label_dim >= 1, f"model.label_dim must be >= 1, got {self.label_dim}")
+        _check(self.aux_weight >= 0.0, f"model.aux_weight must be >= 0, got {self.aux_weight}")
+        _check(len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
+               f"model.value_range must be [low, high] with low < high, got {list(self.value_range)}")
+        if self.architecture == "seed":
+            _check(shape[1:] == (28, 28), f"model.architecture=seed makes 28x28 images; the data is "
+                                          f"{shape[1]}x{shape[2]} (use data.pad_to=0 or architecture=dcgan)")
+        else:
+            _check(shape[1] % 4 == 0 and shape[2] % 4 == 0,
+                   f"model.architecture=dcgan needs image sides divisible by 4, got {shape[1]}x{shape[2]}")
+
+
+@dataclass
+class WGANGPConfig(GANConfig):
+    """WGAN-GP (Gulrajani et al. 2017): Wasserstein loss, λ = 10, 5 critic steps, a critic without BatchNorm."""
+
+    loss: str = "wasserstein"
+    gp_weight: float = 10.0
+    critic_steps: int = 5
+    d_norm: str = "none"
+
+
+@dataclass
+class CGANConfig(GANConfig):
+    """Class-conditional GAN: G on [z, embed(y)], a projection discriminator."""
+
+
+@dataclass
+class ACGANConfig(GANConfig):
+    """The seed's ACGAN: z ~ U(-1, 1)^100 times a label embedding, its layers, dropout 0.3, real target 0.95."""
+
+    prior: str = "uniform"
+    architecture: str = "seed"
+    d_norm: str = "none"
+    d_dropout: float = 0.3
+    real_target: float = 0.95
+    label_input: str = "multiply"
+
+
+# ---------------------------------------------------------------------------------------------- networks
+
+
+class DCGANGenerator(nn.Module):
+    """z (n, z_in) -> images (n, C, H, W) in [-1, 1]: dense -> (4w, H/4, W/4) -> ConvT 2w -> ConvT C, tanh."""
+
+    def __init__(self, z_in: int, width: int, shape: tuple[int, int, int]):
+        super().__init__()
+        channels, height, width_px = shape
+        self.start = (4 * width, height // 4, width_px // 4)
+        self.project = nn.Sequential(nn.Linear(z_in, math.prod(self.start), bias=False),
+                                     nn.BatchNorm1d(math.prod(self.start)), nn.ReLU(inplace=True))
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * width, channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.body(self.project(z).view(-1, *self.start))
+
+
+class SeedGenerator(nn.Module):
+    """The seed ACGAN's generator, 28x28: dense 3·3·384 -> ConvT 192 (k5, valid) -> ConvT 96 (k5, s2)
+    -> ConvT C (k5, s2), with ReLU then BatchNorm after the first two (Keras order) and tanh at the end."""
+
+    def __init__(self, z_in: int, channels: int):
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(z_in, 3 * 3 * 384), nn.ReLU(inplace=True))
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(384, 192, 5, 1, 0), nn.ReLU(inplace=True), nn.BatchNorm2d(192),
+            nn.ConvTranspose2d(192, 96, 5, 2, 2, output_padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(96),
+            nn.ConvTranspose2d(96, channels, 5, 2, 2, output_padding=1), nn.Tanh())
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.body(self.project(z).view(-1, 384, 3, 3))
+
+
+def _norm_layer(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # layer norm over (C, H, W), per sample
+    return nn.Identity()
+
+
+def dcgan_features(config: GANConfig) -> tuple[nn.Module, int]:
+    """The dcgan discriminator body: images (n, C, H, W) -> features (n, 2w·H/4·W/4)."""
+    channels, height, width_px = config.image_shape
+    w = config.d_width
+    body = nn.Sequential(
+        nn.Conv2d(channels, w, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(config.d_dropout),
+        nn.Conv2d(w, 2 * w, 4, 2, 1, bias=config.d_norm == "none"), _norm_layer(config.d_norm, 2 * w),
+        nn.LeakyReLU(0.2, inplace=True), nn.Dropout(config.d_dropout), nn.Flatten())
+    return body, 2 * w * (height // 4) * (width_px // 4)
+
+
+def seed_features(config: GANConfig) -> tuple[nn.Module, int]:
+    """The seed ACGAN's discriminator body: 3x3 convolutions 32/64/128/256, strides 2/1/2/1."""
+    layers: list[nn.Module] = []
+    previous = config.image_shape[0]
+    for channels, stride in ((32, 2), (64, 1), (128, 2), (256, 1)):
+        layers += [nn.Conv2d(previous, channels, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True),
+                   nn.Dropout(config.d_dropout)]
+        previous = channels
+    return nn.Sequential(*layers, nn.Flatten()), 256 * 7 * 7
+
+
+class Discriminator(nn.Module):
+    """Images (n, C, H, W) [and labels (n,)] -> (real/fake logits (n,), class logits (n, K) or None).
+
+    ``conditioning``: ``none``; ``projection`` adds embed(y)ᵀφ(x) to the score (Miyato & Koyama 2018);
+    ``auxiliary`` adds a class head (ACGAN)."""
+
+    def __init__(self, config: GANConfig, conditioning: str):
+        super().__init__()
+        builder = seed_features if config.architecture == "seed" else dcgan_features
+        self.features, feature_dim = builder(config)
+        self.score = nn.Linear(feature_dim, 1)
+        self.conditioning = conditioning
+        if conditioning == "projection":
+            self.embed = nn.Embedding(config.num_classes, feature_dim)
+        if conditioning == "auxiliary":
+            self.classify = nn.Linear(feature_dim, config.num_classes)
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        phi = self.features(images)
+        score = self.score(phi).squeeze(1)
+        if self.conditioning == "projection":
+            score = score + (self.embed(labels) * phi).sum(1)
+        class_logits = self.classify(phi) if self.conditioning == "auxiliary" else None
+        return score, class_logits
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """Radford et al. 2016: weights N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _glorot_init(module: nn.Module) -> None:
+    """Keras' defaults, which the seed relies on: Glorot-uniform kernels, zero biases (embeddings: normal)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.xavier_normal_(module.weight)
+
+
+# ------------------------------------------------------------------------------------------------- losses
+
+
+def discriminator_adversarial_loss(kind: str, real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """The discriminator's loss from its logits on real (n,) and fake (m,) images (module docstring)."""
+    if kind == "nonsaturating":
+        return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if kind == "lsgan":
+        return 0.5 * ((real - 1.0).square().mean() + fake.square().mean())
+    return fake.mean() - real.mean()  # wasserstein
+
+
+def generator_adversarial_loss(kind: str, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """The generator's loss from the discriminator's logits on its images (m,)."""
+    if kind == "nonsaturating":
+        return F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, real_target))
+    if kind == "lsgan":
+        return 0.5 * (fake - 1.0).square().mean()
+    return -fake.mean()  # hinge, wasserstein
+
+
+def gradient_penalty(critic, real: Tensor, fake: Tensor, labels: Tensor | None, *, epsilon: float,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """E[(‖∇ₓ̂ D(x̂)‖₂ - 1)²] at x̂ = αx + (1-α)x̃, one α ~ U(0, 1) per sample (Gulrajani et al. 2017, Alg. 1),
+    with ‖g‖₂ = sqrt(Σ g² + ε). ``critic(images, labels)`` returns scores (n,). The graph is kept so the
+    penalty's gradient reaches the critic's parameters."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype,
+                       generator=generator)
+    mixed = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed, labels)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = torch.sqrt(grad.flatten(1).square().sum(1) + epsilon)
+    return (norms - 1.0).square().mean()
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between latent vectors a and b (d,) at fractions t (k,) -> (k, d) (White 2016);
+    linear when they are (anti)parallel."""
+    a_unit, b_unit = a / a.norm(), b / b.norm()
+    omega = torch.arccos((a_unit * b_unit).sum().clamp(-1.0, 1.0))
+    t = t.unsqueeze(1)
+    if float(torch.sin(omega).abs()) < 1e-6:
+        return (1.0 - t) * a + t * b
+    return (torch.sin((1.0 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+# -------------------------------------------------------------------------------------------------- model
+
+
+class GAN(GenerativeModel):
+    """A generator and a discriminator trained against each other (module docstring). ``conditioning`` is set by
+    the registered subclasses: none (dcgan, wgan-gp), projection (cgan), auxiliary (acgan)."""
+
+    conditioning = "none"
+    supports_amp = True
+    # The generator's parameters take no part in a discriminator phase.
+    ddp_find_unused_parameters = True
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        conditional = self.conditioning != "none"
+        if conditional and config.num_classes < 2:
+            raise ConfigError(f"{self.registry_name or 'this GAN'} is class-conditional and needs labelled data "
+                              f"with >= 2 classes (model.num_classes={config.num_classes})")
+        z_in = config.z_dim
+        self.label_embedding: nn.Embedding | None = None
+        if conditional:
+            if config.label_input == "multiply":
+                self.label_embedding = nn.Embedding(config.num_classes, config.z_dim)
+            else:
+                self.label_embedding = nn.Embedding(config.num_classes, config.label_dim)
+                z_in += config.label_dim
+        shape = tuple(config.image_shape)
+        if config.architecture == "seed":
+            self.generator = SeedGenerator(z_in, shape[0])
+        else:
+            self.generator = DCGANGenerator(z_in, config.g_width, shape)
+        self.discriminator = Discriminator(config, self.conditioning)
+        self.apply(_glorot_init if config.architecture == "seed" else _dcgan_init)
+        if self.label_embedding is not None and config.architecture == "dcgan":
+            nn.init.normal_(self.label_embedding.weight)
+        self._fakes: tuple[Tensor, Tensor | None] | None = None  # a step's fakes, from its D phase to its G phase
+
+    @classmethod
+    def adapt_config(cls, config: GANConfig, info: DataInfo) -> GANConfig:
+        """Take the image shape (and, for conditional models, the number of classes) from the data."""
+        if info.kind != "image":
+            raise ConfigError(f"GANs generate images, not {info.kind!r} data; use mnist, fashion-mnist or an "
+                              "image array")
+        if len(info.shape) != 3:
+            raise ConfigError(f"GANs need (C, H, W) images, got data of shape {info.shape}")
+        changes: dict[str, Any] = {"image_shape": tuple(int(d) for d in info.shape),
+                                   "value_range": tuple(float(v) for v in info.value_range)}
+        if cls.conditioning != "none":
+            if info.num_classes < 2:
+                raise ConfigError(f"{cls.registry_name} is class-conditional, but the data has no labels (or one "
+                                  "class); use a labelled dataset (an .npz with images and labels) or dcgan")
+            changes["num_classes"] = int(info.num_classes)
+        return dataclasses.replace(config, **changes)
+
+    @property
+    def conditional(self) -> bool:
+        return self.conditioning != "none"
+
+    def _device(self) -> torch.device:
+        return self.discriminator.score.weight.device
+
+    # -- sampling -----------------------------------------------------------------------------------------
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n latent vectors (n, z_dim) from the prior the model was trained with."""
+        shape = (n, self.config.z_dim)
+        if self.config.prior == "uniform":
+            return torch.rand(shape, device=self._device(), generator=generator) * 2.0 - 1.0
+        return torch.randn(shape, device=self._device(), generator=generator)
+
+    def prior_range(self) -> tuple[float, float]:
+        """A range of z values for sliders: the uniform prior's support, or ±3 standard deviations."""
+        return (-1.0, 1.0) if self.config.prior == "uniform" else (-3.0, 3.0)
+
+    def check_label(self, label: int | None) -> None:
+        if label is None:
+            return
+        if not self.conditional:
+            raise ConfigError(f"{self.registry_name} is unconditional: it takes no label (cgan and acgan do)")
+        if not 0 <= int(label) < self.config.num_classes:
+            raise ConfigError(f"label {label} is out of range: this model knows labels 0..{self.config.num_classes - 1}")
+
+    def labels_for(self, n: int, label: int | None = None) -> Tensor | None:
+        """Labels of n samples: all ``label``, or 0..K-1 in equal consecutive blocks (a 10x10 grid: a row per
+        class); None for unconditional models."""
+        self.check_label(label)
+        if not self.conditional:
+            return None
+        if label is not None:
+            return torch.full((n,), int(label), dtype=torch.long, device=self._device())
+        return (torch.arange(n, device=self._device()) * self.config.num_classes) // n
+
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (n, C, H, W) in the data's value range from latents z (n, z_dim) [and labels (n,)]."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=self._device())
+        if z.ndim != 2 or z.shape[1] != self.config.z_dim:
+            raise ConfigError(f"z must have shape (n, {self.config.z_dim}) for this model (its z_dim is "
+                              f"{self.config.z_dim}), got {tuple(z.shape)}")
+        if self.conditional:
+            if labels is None:
+                raise ConfigError(f"{self.registry_name} is class-conditional: pass labels")
+            labels = torch.as_tensor(labels, dtype=torch.long, device=self._device())
+            if labels.shape != (z.shape[0],) or int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes:
+                raise ConfigError(f"labels must be {z.shape[0]} integers in 0..{self.config.num_classes - 1}")
+        unit = self.generator(self._generator_input(z, labels))
+        low, high = self.config.value_range
+        return low + (high - low) * (unit + 1.0) / 2.0
+
+    def _generator_input(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        if self.label_embedding is None:
+            return z
+        embedded = self.label_embedding(labels)
+        return z * embedded if self.config.label_input == "multiply" else torch.cat([z, embedded], 1)
+
+    def _to_unit(self, images: Tensor) -> Tensor:
+        """Images in the data range -> the generator's [-1, 1], where the discriminator works."""
+        low, high = self.config.value_range
+        if (low, high) == (-1.0, 1.0):
+            return images
+        return (images - low) * (2.0 / (high - low)) - 1.0
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, label: int | None = None,
+               z: Tensor | None = None, **options: Any) -> Tensor:
+        """n images (n, C, H, W) in the data range; ``label`` clamps the class of a conditional model; a fixed
+        ``generator`` seed gives the same z."""
+        if options:
+            raise ConfigError(f"{self.registry_name} sampling takes no option(s) {', '.join(sorted(options))}; "
+                              "it accepts --label (conditional models), --seed and --interpolate --steps N")
+        labels = self.labels_for(n, label)
+        if z is None:
+            z = self.sample_z(n, generator)
+        return self.generate(z, labels)
+
+    def interpolate(self, steps: int, *, generator: torch.Generator | None = None, label: int | None = None,
+                    count: int = 1) -> Tensor:
+        """``count`` paths of ``steps`` images each, slerped between two latents drawn from the prior:
+        (count * steps, C, H, W), path after path."""
+        if steps < 2:
+            raise ConfigError(f"an interpolation needs --steps >= 2, got {steps}")
+        paths = []
+        for _ in range(count):
+            ends = self.sample_z(2, generator)
+            paths.append(slerp(ends[0], ends[1], torch.linspace(0.0, 1.0, steps, device=self._device())))
+        z = torch.cat(paths)
+        labels = self.labels_for(z.shape[0], label)
+        if labels is not None and label is None:  # one class per path
+            labels = torch.arange(count, device=self._device()).repeat_interleave(steps) % self.config.num_classes
+        return self.generate(z, labels)
+
+    def snapshots(self, n: int, *, generator: torch.Generator, batch: Any = None) -> dict[str, Any]:
+        """A fixed-z grid (the same ``generator`` seed each time, so GIF frames show G changing); conditional
+        models draw 10 per class, one row per class."""
+        if self.conditional:
+            n = 10 * self.config.num_classes
+        return {"samples": self.sample(n, generator=generator),
+                "interpolation": self.interpolate(10, generator=generator, count=min(4, max(1, n // 16)))}
+
+    # -- training -----------------------------------------------------------------------------------------
+    def optimizer_param_groups(self, weight_decay: float) -> dict[str, list[dict]]:
+        """Two optimizers: the discriminator's parameters, and the generator's with its label embedding."""
+        generator = list(self.generator.parameters())
+        if self.label_embedding is not None:
+            generator += list(self.label_embedding.parameters())
+        return {DISCRIMINATOR: decay_groups(self.discriminator.parameters(), weight_decay),
+                GENERATOR: decay_groups(generator, weight_decay)}
+
+    def generator_steps_at(self, step: int) -> bool:
+        return (step + 1) % self.config.critic_steps == 0
+
+    def training_phases(self, step: int) -> tuple[str, ...]:
+        """A discriminator step every batch; a generator step after every ``critic_steps``-th."""
+        return (DISCRIMINATOR, GENERATOR) if self.generator_steps_at(step) else (DISCRIMINATOR,)
+
+    def _batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        images, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+        if self.conditional:
+            if labels is None:
+                raise ConfigError(f"{self.registry_name} needs labelled batches (images, labels)")
+            labels = labels.long()
+        return self._to_unit(images), (labels if self.conditional else None)
+
+    def _fake_labels(self, n: int) -> Tensor | None:
+        if not self.conditional:
+            return None
+        return torch.randint(self.config.num_classes, (n,), device=self._device())
+
+    def _make_fakes(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """n generated images in [-1, 1] and the labels they were drawn for (global RNG)."""
+        labels = self._fake_labels(n)
+        z = self.sample_z(n)
+        return self.generator(self._generator_input(z, labels)), labels
+
+    def phase_loss(self, batch: Any, phase: str, step: int) -> tuple[Tensor, dict[str, float]]:
+        if phase == DISCRIMINATOR:
+            return self._discriminator_loss(batch, keep_fakes=self.generator_steps_at(step))
+        if phase == GENERATOR:
+            return self._generator_loss(batch)
+        raise ValueError(f"unknown GAN training phase {phase!r}")
+
+    def _discriminator_loss(self, batch: Any, *, keep_fakes: bool) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.config
+        real, labels = self._batch(batch)
+        with torch.set_grad_enabled(keep_fakes and torch.is_grad_enabled()):
+            fake, fake_labels = self._make_fakes(real.shape[0])
+        self._fakes = (fake, fake_labels) if keep_fakes else None
+        real_score, real_classes = self.discriminator(real, labels)
+        fake_score, fake_classes = self.discriminator(fake.detach(), fake_labels)
+        adversarial = discriminator_adversarial_loss(cfg.loss, real_score, fake_score, cfg.real_target)
+        loss = adversarial
+        logs = {"d_loss": float(adversarial.detach()), **self._score_logs(real_score, fake_score)}
+        if cfg.gp_weight > 0 and torch.is_grad_enabled():
+            penalty = gradient_penalty(lambda x, y: self.discriminator(x, y)[0], real, fake, labels,
+                                       epsilon=cfg.gp_epsilon)
+            loss = loss + cfg.gp_weight * penalty
+            logs["gradient_penalty"] = float(penalty.detach())
+        if self.conditioning == "auxiliary":
+            auxiliary = F.cross_entropy(real_classes, labels) + F.cross_entropy(fake_classes, fake_labels)
+            loss = loss + cfg.aux_weight * auxiliary
+            logs["d_aux_loss"] = float(auxiliary.detach())
+            logs["d_class_acc_real"] = float((real_classes.argmax(1) == labels).float().mean())
+        if cfg.loss == "wasserstein":
+            logs["wasserstein_estimate"] = float((real_score.mean() - fake_score.mean()).detach())
+        return loss, logs
+
+    def _generator_loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.config
+        if self._fakes is None:  # no discriminator phase kept them (a phase run on its own)
+            real, _ = self._batch(batch)
+            self._fakes = self._make_fakes(real.shape[0])
+        fake, fake_labels = self._fakes
+        self._fakes = None
+        score, classes = self.discriminator(fake, fake_labels)
+        adversarial = generator_adversarial_loss(cfg.loss, score, cfg.real_target)
+        loss = adversarial
+        logs = {"g_loss": float(adversarial.detach())}
+        if self.conditioning == "auxiliary":
+            auxiliary = F.cross_entropy(classes, fake_labels)
+            loss = loss + cfg.aux_weight * auxiliary
+            logs["g_aux_loss"] = float(auxiliary.detach())
+        return loss, logs
+
+    def _score_logs(self, real_score: Tensor, fake_score: Tensor) -> dict[str, float]:
+        """D(real) and D(fake): probabilities for the BCE loss, raw critic scores otherwise."""
+        if self.config.loss == "nonsaturating":
+            real_score, fake_score = torch.sigmoid(real_score), torch.sigmoid(fake_score)
+        values = torch.stack([real_score.detach().mean(), fake_score.detach().mean()]).tolist()
+        return {"d_real": values[0], "d_fake": values[1]}
+
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        """Both players' losses on one batch (validation and ``genlab eval``; training goes through the phases):
+        the discriminator's adversarial loss, with ``g_loss``, D(real), D(fake) in the logs."""
+        d_loss, logs = self._discriminator_loss(batch, keep_fakes=False)
+        self._fakes = None
+        fake, fake_labels = self._make_fakes(self._batch(batch)[0].shape[0])
+        score, _ = self.discriminator(fake, fake_labels)
+        logs["g_loss"] = float(generator_adversarial_loss(self.config.loss, score, self.config.real_target))
+        return torch.as_tensor(logs["d_loss"]), logs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_fakes": None}
+
+
+@register("dcgan", config=GANConfig, description="DCGAN (Radford et al. 2016), non-saturating loss",
+          default_preset="gan-dcgan-mnist")
+class DCGAN(GAN):
+    conditioning = "none"
+
+
+@register("wgan-gp", config=WGANGPConfig, description="WGAN with gradient penalty (Gulrajani et al. 2017)",
+          default_preset="gan-wgan-gp-mnist")
+class WGANGP(GAN):
+    conditioning = "none"
+
+
+@register("cgan", config=CGANConfig, description="class-conditional GAN, projection discriminator "
+                                                 "(Miyato & Koyama 2018)", default_preset="gan-cgan-mnist")
+class ConditionalGAN(GAN):
+    conditioning = "projection"
+
+
+@register("acgan", config=ACGANConfig, description="auxiliary-classifier GAN (Odena et al. 2017), the seed's",
+          default_preset="gan-acgan-seed")
+class ACGAN(GAN):
+    conditioning = "auxiliary"
