@@ -43,6 +43,10 @@ FAMILIES = {
     "hopfield": ("image", 1, ()),
     "ebm": ("image", 1, ()),
     "dbn": ("image", 2, ()),  # one greedy epoch per RBM of the 64-16-16 stack
+    # GANs: z_dim 20 > the page's 16 sliders (normal prior); the conditional one on the seed's uniform prior.
+    "dcgan": ("image", 3, ("optim.lr=0.005", "model.g_width=8", "model.d_width=8", "model.z_dim=20")),
+    "cgan": ("image", 3, ("optim.lr=0.005", "model.g_width=8", "model.d_width=8", "model.z_dim=6",
+                          "model.prior=uniform")),
 }
 
 
@@ -266,6 +270,11 @@ def test_nested_runs_are_found_and_served(tmp_path, studio_runs):
     ("/api/chain", {"label": -1}, "label"),
     ("/api/hopfield/pattern", {"noise": 1.5}, "noise"),
     ("/api/example", {"split": "validation"}, "split"),
+    ("/api/gan/info", {"seed": -1}, "seed"),
+    ("/api/gan/interpolate", {"steps": 1}, "steps"),
+    ("/api/gan/interpolate", {"steps": 33}, "steps"),
+    ("/api/gan/interpolate", {"label": -1}, "label"),
+    ("/api/gan/interpolate", {"seed": "x"}, "seed"),
 ])
 def test_out_of_bounds_parameters_are_422_json_errors(client, studio_runs, path, params, word):
     response = client.get(path, params={"run": studio_runs.get("rbm"), **params})
@@ -292,6 +301,10 @@ def test_a_model_without_the_capability_is_a_4xx_saying_so(client, studio_runs):
     assert_error(client.get("/api/chain", params={"run": vae}), 400, "sample_chain()")
     assert_error(client.post("/api/hopfield/recall", json={"run": vae, "state": "+-"}), 400, "recall()")
     assert_error(client.get("/api/hopfield/pattern", params={"run": vae}), 400, "recall()")
+    for response in (client.get("/api/gan/info", params={"run": vae}),
+                     client.post("/api/gan/generate", json={"run": vae, "z": [0.0, 0.0]}),
+                     client.get("/api/gan/interpolate", params={"run": vae})):
+        assert_error(response, 400, "generate()", "sample_z()", "the GAN panel")
 
 
 def test_a_run_without_a_checkpoint_is_a_409(client, studio_runs):
@@ -417,6 +430,108 @@ def test_hopfield_recall_frames_and_energies_match_the_model(client, studio_runs
     states = torch.tensor([[1.0 if c == "+" else -1.0 for c in frame] for frame in data["frames"]])
     assert np.allclose(model.energy(states).numpy(), data["energies"], atol=1e-4)
     assert all(b <= a + 1e-6 for a, b in zip(data["energies"], data["energies"][1:]))  # async never climbs
+
+
+# ---------------------------------------------------------------------- GAN
+
+
+def gan_generate(client, run: str, z, label=None):
+    body = {"run": run, "z": z} if label is None else {"run": run, "z": z, "label": label}
+    return client.post("/api/gan/generate", json=body)
+
+
+def test_gan_runs_have_the_gan_capability(client, studio_runs):
+    names = {family: studio_runs.get(family) for family in ("dcgan", "cgan", "vae")}
+    by_name = {run["name"]: run for run in client.get("/api/runs").json()["runs"]}
+    assert {"gan", "sample"} <= set(by_name[names["dcgan"]]["capabilities"])
+    assert "gan" in by_name[names["cgan"]]["capabilities"] and "gan" not in by_name[names["vae"]]["capabilities"]
+    info = client.get("/api/model", params={"run": names["cgan"]}).json()
+    assert (info["z_dim"], info["conditional"]) == (6, True)
+    sample = client.get("/api/sample.png", params={"run": names["dcgan"], "n": 4})
+    assert sample.status_code == 200 and png_array(sample.content).shape == (16, 16)
+
+
+@pytest.mark.parametrize("family, z_dim, prior, bounds, classes", [
+    ("dcgan", 20, "normal", [-3.0, 3.0], 0), ("cgan", 6, "uniform", [-1.0, 1.0], 4)])
+def test_gan_info_is_the_prior_and_a_seeded_z_from_it(client, studio_runs, family, z_dim, prior, bounds, classes):
+    run = studio_runs.get(family)
+    model, _ = load_model(studio_runs.path(family))
+    info = client.get("/api/gan/info", params={"run": run, "seed": 5}).json()
+    assert (info["z_dim"], info["prior"], info["range"]) == (z_dim, prior, bounds)
+    assert (info["conditional"], info["num_classes"]) == (classes > 0, classes)
+    assert info["range"] == list(model.prior_range()) and info["value_range"] == [0.0, 1.0]
+    expected = model.sample_z(1, torch.Generator().manual_seed(5))[0]
+    assert np.allclose(info["z"], expected.numpy(), atol=1e-6)
+    again = client.get("/api/gan/info", params={"run": run, "seed": 5}).json()["z"]
+    other = client.get("/api/gan/info", params={"run": run, "seed": 6}).json()["z"]
+    assert again == info["z"] and other != info["z"]
+    if prior == "uniform":
+        assert all(bounds[0] <= value <= bounds[1] for value in info["z"] + other)
+
+
+def test_gan_generate_is_the_models_generate(client, studio_runs):
+    for family, label in (("dcgan", None), ("cgan", 2)):
+        run = studio_runs.get(family)
+        model, _ = load_model(studio_runs.path(family))
+        z = client.get("/api/gan/info", params={"run": run, "seed": 3}).json()["z"]
+        response = gan_generate(client, run, z, label)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        labels = None if label is None else torch.tensor([label])
+        with torch.no_grad():
+            expected = to_uint8(model.generate(torch.tensor([z]), labels)[0, 0])
+        picture = png_array(response.content)
+        assert picture.shape == (8, 8) and np.abs(picture - expected).max() <= 1
+    cgan = studio_runs.get("cgan")
+    z = [0.5] * 6
+    by_class = [png_array(gan_generate(client, cgan, z, label).content) for label in range(4)]
+    assert any(not np.array_equal(by_class[0], picture) for picture in by_class[1:])
+
+
+def test_gan_interpolation_is_the_models_interpolate(client, studio_runs):
+    for family, label, steps in (("dcgan", None, 7), ("cgan", 1, 5)):
+        run = studio_runs.get(family)
+        model, _ = load_model(studio_runs.path(family))
+        params = {"run": run, "seed": 9, "steps": steps} | ({} if label is None else {"label": label})
+        data = client.get("/api/gan/interpolate", params=params).json()
+        assert (data["steps"], data["seed"], data["label"]) == (steps, 9, label)
+        strip = data_url_array(data["image"])
+        assert strip.shape == (1 + 8 + 1, 1 + steps * (8 + 1))  # steps 8 px tiles, 1 px padding
+        with torch.no_grad():
+            frames = model.interpolate(steps, generator=torch.Generator().manual_seed(9), label=label)
+        for i in (0, steps - 1):
+            left = 1 + i * 9
+            assert np.abs(strip[1:9, left:left + 8] - to_uint8(frames[i, 0])).max() <= 1
+
+
+def test_gan_requests_the_model_cannot_take_are_400_json_errors(client, studio_runs):
+    dcgan, cgan = studio_runs.get("dcgan"), studio_runs.get("cgan")
+    assert_error(gan_generate(client, dcgan, [0.0] * 19), 400, "19 values", "z_dim=20")
+    assert_error(gan_generate(client, cgan, [0.0] * 7, 0), 400, "7 values", "z_dim=6")
+    assert_error(gan_generate(client, cgan, [0.0] * 5 + [1.5], 0), 400, "z[5] = 1.5", "[-1, 1]", "U(-1, 1)")
+    assert_error(gan_generate(client, cgan, [-1.01] * 6, 0), 400, "z[0]", "6 of 6")
+    assert gan_generate(client, cgan, [-1.0, 1.0] * 3, 0).status_code == 200  # the support's ends are in it
+    assert gan_generate(client, dcgan, [4.5] * 20).status_code == 200  # a normal prior has no hard support
+    assert_error(gan_generate(client, dcgan, [0.0] * 20, 1), 400, "unconditional")
+    assert_error(gan_generate(client, cgan, [0.0] * 6, 4), 400, "label 4 is out of range", "0..3")
+    assert_error(gan_generate(client, cgan, [0.0] * 6), 400, "class-conditional", "0 to 3")
+    assert_error(client.get("/api/gan/interpolate", params={"run": dcgan, "label": 0}), 400, "unconditional")
+    assert_error(client.get("/api/gan/interpolate", params={"run": cgan, "label": 9}), 400, "out of range")
+    assert_error(client.get("/api/gan/interpolate", params={"run": cgan}), 400, "class-conditional")
+
+
+@pytest.mark.parametrize("body, word", [
+    ({"z": []}, "z"), ({"z": [51.0]}, "z.0"), ({"z": [0.0, -1e9]}, "z.1"), ({"z": ["a"]}, "z.0"),
+    ({"z": [0.0] * 4097}, "z"), ({}, "z"), ({"z": [0.0], "label": -1}, "label"), ({"z": [0.0], "label": 1000}, "label"),
+    ({"z": 0.5}, "z")])
+def test_gan_generate_bodies_out_of_bounds_are_422_json_errors(client, studio_runs, body, word):
+    assert_error(client.post("/api/gan/generate", json={"run": studio_runs.get("dcgan"), **body}), 422, word)
+
+
+def test_gan_generate_refuses_nan(client, studio_runs):
+    content = json.dumps({"run": studio_runs.get("dcgan"), "z": [float("nan")]})  # Python's json writes NaN
+    assert "NaN" in content
+    response = client.post("/api/gan/generate", content=content, headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500 and isinstance(response.json()["detail"], str)
 
 
 # ---------------------------------------------------------------------- models and serving

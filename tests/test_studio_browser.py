@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(runs):
-    for family in ("rbm", "vae", "char-lstm", "hopfield", "ebm"):
+    for family in ("rbm", "vae", "char-lstm", "hopfield", "ebm", "dcgan", "cgan"):
         runs.get(family)
     with BackgroundServer(runs.root) as running:
         yield running
@@ -226,6 +226,62 @@ def test_hopfield_panel_recalls_and_draws_energy(page, server, runs):
     shot(page, "hopfield")
 
 
+def select_gan_run(page, run: str) -> str:
+    """Choose ``run`` in the GAN panel and wait for its first image; returns that image's fingerprint."""
+    page.select_option("#gan-run", run)
+    page.wait_for_selector(f'#gan-image[data-run="{run}"]', state="attached")
+    return image_fingerprint(page, "#gan-image")
+
+
+def gan_sliders(page) -> list[dict]:
+    return page.evaluate("""() => [...document.querySelectorAll('#gan-sliders input')]
+        .map((input) => ({ min: Number(input.min), max: Number(input.max), value: Number(input.value) }))""")
+
+
+def test_gan_panel_sliders_span_the_prior_and_move_the_image(page, server, runs):
+    open_panel(page, server.url, "gan")
+    before = select_gan_run(page, runs.get("dcgan"))
+    sliders = gan_sliders(page)
+    assert len(sliders) == 16  # z_dim 20: the first 16 get sliders
+    assert all((s["min"], s["max"]) == (-3.0, 3.0) for s in sliders)  # ±3 sd of the N(0, I) prior, not [0, 1]
+    assert "20" in page.inner_text("#gan-more") and page.is_hidden("#gan-label-wrap")
+    slider = page.locator("#gan-sliders input").first
+    slider.focus()
+    page.keyboard.press("End")  # z0 -> 3
+    moved = wait_for_change(page, "#gan-image", before)
+    assert page.inner_text("#gan-sliders output >> nth=0") == "3.00"
+    z0 = page.evaluate("() => document.querySelector('#gan-sliders input').value")
+    page.click("#gan-randomise")
+    wait_for_change(page, "#gan-image", moved)
+    assert page.input_value("#gan-seed") == "1"
+    assert page.evaluate("() => document.querySelector('#gan-sliders input').value") != z0
+    page.wait_for_function("() => document.querySelector('#gan-interp').naturalWidth === 1 + 10 * 9")
+    shot(page, "gan")
+    stats = page.evaluate("window.studio.stats")
+    assert len(stats["ganImage"]) >= 3
+    assert p95(stats["ganImage"][1:]) < P95_BOUND_MS, stats["ganImage"]
+
+
+def test_gan_panel_class_selector_of_a_conditional_gan(page, server, runs):
+    open_panel(page, server.url, "gan")
+    before = select_gan_run(page, runs.get("cgan"))
+    sliders = gan_sliders(page)
+    assert len(sliders) == 6 and page.is_hidden("#gan-more")
+    assert all((s["min"], s["max"]) == (-1.0, 1.0) and -1 <= s["value"] <= 1 for s in sliders)  # U(-1, 1)
+    assert page.locator("#gan-label option").all_inner_texts() == ["0", "1", "2", "3"]
+    page.wait_for_selector(f'#gan-interp[data-run="{runs.get("cgan")}"][data-label="0"]', state="attached")
+    strip_before = image_fingerprint(page, "#gan-interp")
+    page.select_option("#gan-label", "3")
+    for selector in ("#gan-image", "#gan-interp"):
+        page.wait_for_selector(f'{selector}[data-label="3"]', state="attached")
+    after_class = image_fingerprint(page, "#gan-image")
+    assert after_class != before and image_fingerprint(page, "#gan-interp") != strip_before
+    page.locator("#gan-sliders input").nth(2).focus()
+    page.keyboard.press("Home")  # z2 -> -1
+    wait_for_change(page, "#gan-image", after_class)
+    shot(page, "gan-conditional")
+
+
 def test_capability_hint_when_no_run_fits(browser, tmp_path):
     empty = tmp_path / "empty-runs"
     empty.mkdir()
@@ -235,4 +291,6 @@ def test_capability_hint_when_no_run_fits(browser, tmp_path):
         page.goto(f"{running.url}/#latent")
         page.wait_for_function("window.studio && window.studio.ready")
         assert "no run here has a VAE" in page.inner_text("#latent-error")
+        page.click('nav [data-panel="gan"]')
+        assert "no run here is a GAN" in page.inner_text("#gan-error")
         context.close()

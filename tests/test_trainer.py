@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoint_helpers import final_state
+from torchrun_helpers import torchrun_two_processes
 
 from genlab.config import apply_overrides, build_run_config
 from genlab.errors import CheckpointError, TrainingError
@@ -227,28 +228,8 @@ def test_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tiny_images, tm
         trainer.load_state_dict(state)
 
 
-def _torchrun_two_processes(*command: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node=2 COMMAND``; on a timeout (a hang) the launcher and both workers are killed."""
-    import socket
-
-    with socket.socket() as probe:  # a free port, so a leftover or parallel run cannot collide with this one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                "--master_addr=127.0.0.1"]
-    process = subprocess.Popen(torchrun + list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise AssertionError(f"torchrun did not finish in {timeout} s (a hang between the processes?)") from None
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
 def _torchrun_two_gloo_processes(*genlab_args: str) -> None:
-    result = _torchrun_two_processes("-m", "genlab", "train", *genlab_args)
+    result = torchrun_two_processes("-m", "genlab", "train", *genlab_args)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -362,7 +343,7 @@ config = build_run_config(apply_overrides({{"model_name": "rbm"}}, overrides))
 outcome = fit(config, extra_callbacks=(StopOnRankOne(),))
 print(f"stopped at {{outcome.trainer.step}};", flush=True)
 """)
-    result = _torchrun_two_processes(str(script), timeout=120)
+    result = torchrun_two_processes(str(script), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("stopped at 3;") == 2, result.stdout
     (run,) = list(tmp_path.glob("rbm-*"))

@@ -75,7 +75,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="auto")
     sample.add_argument("--steps", type=_positive_int, help="sampler steps (Gibbs / Langevin)")
-    sample.add_argument("--label", type=int, help="class label to clamp (DBN)")
+    sample.add_argument("--label", type=int, help="class label to clamp (DBN) or to condition on (cgan, acgan)")
+    sample.add_argument("--interpolate", action="store_true",
+                        help="GANs: a strip and a GIF of --steps images (default 10) along a slerp between two z")
     sample.add_argument("--label-gain", dest="label_gain", type=float,
                         help="DBN: value of the clamped label unit (default 1, the model's own conditional; "
                              "> 1 pulls harder towards the label)")
@@ -168,10 +170,12 @@ def _train_config(args):
 
 
 def _cmd_train(args) -> int:
-    from genlab.train.run import train
+    from genlab.eval.monitor import health_callbacks
+    from genlab.train.run import fit
 
     config = _train_config(args)
-    run_dir = train(config, resume_dir=Path(args.resume) if args.resume else None)
+    run_dir = fit(config, resume_dir=Path(args.resume) if args.resume else None,
+                  extra_callbacks=tuple(health_callbacks(config))).run_dir
     if run_dir is not None:
         print(f"run directory: {run_dir}")
     return 0
@@ -190,6 +194,8 @@ def _cmd_sample(args) -> int:
     from genlab.viz.grid import save_grid
 
     model, config = _load(args.run, args.device)
+    if args.interpolate:
+        return _interpolate(model, config, args)
     options = {k: v for k, v in (("steps", args.steps), ("label", args.label),
                                  ("label_gain", args.label_gain), ("prompt", args.prompt),
                                  ("length", args.length), ("temperature", args.temperature),
@@ -207,6 +213,32 @@ def _cmd_sample(args) -> int:
     low, high = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
     save_grid(images, out, value_range=(low, high))
     print(f"wrote {len(images)} samples to {out}")
+    return 0
+
+
+def _interpolate(model, config, args) -> int:
+    """``genlab sample RUN --interpolate``: --steps images along a slerp between two z, as a strip and a GIF."""
+    import torch
+    from PIL import Image
+
+    from genlab.viz.gif import save_gif
+    from genlab.viz.grid import make_grid, save_grid
+
+    if not hasattr(model, "interpolate"):
+        raise ConfigError(f"--interpolate applies to GANs; {config.model_name} has no latent path to draw")
+    out = Path(args.out) if args.out else Path(args.run) / "samples" / "interpolation.png"
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: an interpolation is written as a .png strip (and a .gif beside it)")
+    steps = args.steps or 10
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
+    with torch.no_grad():
+        frames = model.interpolate(steps, generator=generator, label=args.label)
+    value_range = tuple(config.model.value_range)
+    save_grid(frames, out, value_range=value_range, ncol=steps)
+    gif = out.with_suffix(".gif")
+    save_gif([Image.fromarray(make_grid(frame[None], value_range=value_range, padding=0)).resize(
+        (4 * frame.shape[-1], 4 * frame.shape[-2]), Image.NEAREST) for frame in frames], gif, duration_ms=150)
+    print(f"wrote {steps} interpolation frames to {out} and {gif}")
     return 0
 
 

@@ -311,6 +311,11 @@ class TrainConfig:
     progress: bool = True
     out_dir: str = "runs"
     threads: int = 0  # torch intra-op threads on CPU; 0: torch's default
+    # The judge watching image samples (genlab.eval.monitor): every judge_every steps it classifies
+    # judge_samples fixed-seed samples into metrics.jsonl; below min_class_entropy nats the run stops (collapse).
+    judge_every: int = 0
+    judge_samples: int = 500
+    min_class_entropy: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -321,6 +326,11 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _check(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
         _check(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
+        _check(self.judge_every >= 0, f"train.judge_every must be >= 0 (0: off), got {self.judge_every}")
+        _check(10 <= self.judge_samples <= 10000,
+               f"train.judge_samples must be in [10, 10000], got {self.judge_samples}")
+        _check(0.0 <= self.min_class_entropy <= 5.0,
+               f"train.min_class_entropy must be in [0, 5] nats (0: never stop), got {self.min_class_entropy}")
         _check(self.device == "auto" or self.device.split(":")[0] in {"cpu", "cuda", "mps"},
                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

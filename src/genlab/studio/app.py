@@ -22,6 +22,7 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import Field
 
 from genlab.studio import engine
 from genlab.studio.errors import StudioError
@@ -32,6 +33,7 @@ LIMITS = {
     "grid_size": (1, 30),
     "bound": (-50.0, 50.0),
     "latent_dim_index": (0, 4095),
+    "z_dim": 4096,
     "samples": (1, 64),
     "sample_steps": (1, 5000),
     "chain_steps": (0, 2000),
@@ -56,6 +58,9 @@ Seed = Annotated[int, Query(ge=LIMITS["seed"][0], le=LIMITS["seed"][1])]
 Bound = Annotated[float, Query(ge=LIMITS["bound"][0], le=LIMITS["bound"][1], allow_inf_nan=False)]
 Dim = Annotated[int, Query(ge=LIMITS["latent_dim_index"][0], le=LIMITS["latent_dim_index"][1])]
 Index = Annotated[int, Query(ge=LIMITS["example_index"][0], le=LIMITS["example_index"][1])]
+Label = Annotated[int | None, Query(ge=LIMITS["label"][0], le=LIMITS["label"][1])]
+InterpolationSteps = Annotated[int, Query(ge=LIMITS["interpolation_steps"][0], le=LIMITS["interpolation_steps"][1])]
+ZValue = Annotated[float, Field(ge=LIMITS["bound"][0], le=LIMITS["bound"][1], allow_inf_nan=False)]
 
 
 class Studio:
@@ -231,10 +236,27 @@ def _add_model_routes(app: FastAPI, studio: Studio) -> None:
         return _png(engine.latent_point(studio.loaded(run), x=x, y=y, dims=(dx, dy)))
 
     @app.get("/api/latent/interpolate")
-    def latent_interpolate(run: RunName, a: Index = 0, b: Index = 1,
-                           steps: Annotated[int, Query(ge=LIMITS["interpolation_steps"][0],
-                                                       le=LIMITS["interpolation_steps"][1])] = 10) -> dict:
+    def latent_interpolate(run: RunName, a: Index = 0, b: Index = 1, steps: InterpolationSteps = 10) -> dict:
         return engine.interpolate(studio.loaded(run), a=a, b=b, steps=steps)
+
+    @app.get("/api/gan/info")
+    def gan_info(run: RunName, seed: Seed = 0) -> dict[str, Any]:
+        """z size, prior, slider range and classes of a GAN, and a z drawn from its prior with ``seed``."""
+        return engine.gan_info(studio.loaded(run), seed=seed)
+
+    @app.post("/api/gan/generate")
+    def gan_generate(run: Annotated[str, Body(min_length=1, max_length=512)],
+                     z: Annotated[list[ZValue], Body(min_length=1, max_length=LIMITS["z_dim"])],
+                     label: Annotated[int | None, Body(ge=LIMITS["label"][0], le=LIMITS["label"][1])] = None
+                     ) -> Response:
+        """PNG of the generator's image for one z (and, for conditional models, one class label)."""
+        return _png(engine.gan_image(studio.loaded(run), z=z, label=label))
+
+    @app.get("/api/gan/interpolate")
+    def gan_interpolate(run: RunName, seed: Seed = 0, steps: InterpolationSteps = 10,
+                        label: Label = None) -> dict[str, Any]:
+        """A strip of ``steps`` images slerped between two latents drawn from the prior with ``seed``."""
+        return engine.gan_interpolate(studio.loaded(run), seed=seed, steps=steps, label=label)
 
     @app.get("/api/text/stream")
     def text_stream(run: RunName, prompt: Annotated[str, Query(max_length=LIMITS["prompt_chars"])] = "",
@@ -305,6 +327,9 @@ def _describe(loaded: engine.LoadedRun) -> dict[str, Any]:
         info["shape"] = engine.hopfield_shape(loaded)
     if "text" in info["capabilities"]:
         info["vocab_size"] = engine.vocab_size(loaded)
+    if "gan" in info["capabilities"]:
+        info["z_dim"] = int(model.config.z_dim)
+        info["conditional"] = bool(model.conditional)
     return info
 
 

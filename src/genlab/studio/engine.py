@@ -2,8 +2,9 @@
 
 Every function here takes a :class:`LoadedRun` and already-bounded parameters (the app validates them) and uses
 only the base model contract plus the shared capability methods (``encode``/``decode``, ``stream``,
-``sample_chain``, ``recall``/``energy``), so any model family that has them works. Missing capabilities and
-model-level refusals become :class:`StudioError` (4xx) with a message that says what to do.
+``sample_chain``, ``recall``/``energy``, ``generate``/``sample_z``/``prior_range``), so any model family that has
+them works. Missing capabilities and model-level refusals become :class:`StudioError` (4xx) with a message that
+says what to do.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from genlab.studio.runs import CAPABILITIES, RunRef
 # Test images kept per loaded run (for interpolation, chain starts and Hopfield patterns).
 MAX_EXAMPLES = 512
 _PANEL = {"latent": "the latent explorer", "text": "the text panel", "chain": "the chains panel",
-          "hopfield": "the Hopfield panel", "sample": "sampling images"}
+          "hopfield": "the Hopfield panel", "sample": "sampling images", "gan": "the GAN panel"}
 
 
 @dataclass
@@ -311,6 +312,82 @@ def example_image(loaded: LoadedRun, *, split: str, index: int) -> dict[str, Any
     if hasattr(loaded.model, "encode"):
         result["mu"] = encode_mean(loaded, image).tolist()
     return result
+
+
+# ---------------------------------------------------------------------- GAN latent space
+
+
+def gan_value_range(loaded: LoadedRun) -> tuple[float, float]:
+    """The range of the generator's images (the data's, which the model config records)."""
+    low, high = loaded.model.config.value_range
+    return float(low), float(high)
+
+
+def gan_info(loaded: LoadedRun, *, seed: int) -> dict[str, Any]:
+    """What the GAN panel needs: z size, prior and slider range, classes, and a z drawn from the prior with
+    ``seed`` (the same seed gives the same z)."""
+    loaded.require("gan")
+    model = loaded.model
+    low, high = model.prior_range()
+    with torch.no_grad():
+        z = model.sample_z(1, loaded.generator(seed))[0].float().cpu()
+    return {"z_dim": int(model.config.z_dim), "prior": model.config.prior, "range": [float(low), float(high)],
+            "conditional": bool(model.conditional),
+            "num_classes": int(model.config.num_classes) if model.conditional else 0,
+            "seed": seed, "z": z.tolist(), "value_range": list(gan_value_range(loaded))}
+
+
+def _gan_z(loaded: LoadedRun, z: list[float]) -> Tensor:
+    """One latent (1, z_dim) from the page's numbers; 400 for a wrong length or, under a uniform prior, a value
+    outside its support (the generator never saw one)."""
+    size = int(loaded.model.config.z_dim)
+    if len(z) != size:
+        raise StudioError(400, f"z has {len(z)} values but run {loaded.run.name} ({loaded.model_name}) has "
+                               f"z_dim={size}: send {size} numbers")
+    if loaded.model.config.prior == "uniform":
+        low, high = loaded.model.prior_range()
+        outside = [i for i, value in enumerate(z) if not low <= value <= high]
+        if outside:
+            first = outside[0]
+            raise StudioError(400, f"z[{first}] = {z[first]:g} is outside [{low:g}, {high:g}]: run {loaded.run.name} "
+                                   f"({loaded.model_name}) was trained with z ~ U({low:g}, {high:g}) "
+                                   f"({len(outside)} of {size} values outside)")
+    return torch.tensor([z], dtype=torch.float32, device=loaded.device)
+
+
+def _gan_labels(loaded: LoadedRun, n: int, label: int | None) -> Tensor | None:
+    """Labels (n,) all ``label`` for a conditional model, None for an unconditional one; 400 for a label the
+    model refuses (``check_label``) and for a conditional model asked without one."""
+    model = loaded.model
+    _call(loaded, "check_label", lambda: model.check_label(label))
+    if not model.conditional:
+        return None
+    if label is None:
+        raise StudioError(400, f"run {loaded.run.name} ({loaded.model_name}) is class-conditional: pass a label "
+                               f"from 0 to {model.config.num_classes - 1}")
+    return torch.full((n,), int(label), dtype=torch.long, device=loaded.device)
+
+
+@torch.no_grad()
+def gan_image(loaded: LoadedRun, *, z: list[float], label: int | None) -> bytes:
+    """PNG of ``generate(z, labels)`` for one latent (and, for conditional models, one class)."""
+    loaded.require("gan")
+    latent, labels = _gan_z(loaded, z), _gan_labels(loaded, 1, label)
+    images = _call(loaded, "generate", lambda: loaded.model.generate(latent, labels))
+    return png_bytes(_images(images, "generate(z)"), value_range=gan_value_range(loaded), ncol=1)
+
+
+@torch.no_grad()
+def gan_interpolate(loaded: LoadedRun, *, seed: int, steps: int, label: int | None) -> dict[str, Any]:
+    """The model's own ``interpolate``: ``steps`` images slerped between two latents drawn with ``seed``, as one
+    strip (a PNG data URL)."""
+    loaded.require("gan")
+    _gan_labels(loaded, steps, label)  # the same refusals as a single image
+    images = _call(loaded, "interpolate", lambda: loaded.model.interpolate(
+        steps, generator=loaded.generator(seed), label=label, count=1))
+    strip = _images(images, "interpolate(steps)")
+    return {"image": data_url(png_bytes(strip, value_range=gan_value_range(loaded), ncol=len(strip), padding=1,
+                                        level=1)), "steps": steps, "seed": seed, "label": label}
 
 
 # ---------------------------------------------------------------------- samples and chains

@@ -32,6 +32,7 @@ CAPABILITIES = {
     "text": ("stream",),
     "chain": ("sample_chain",),
     "hopfield": ("recall", "energy"),
+    "gan": ("generate", "sample_z", "prior_range", "check_label", "interpolate"),
 }
 
 

@@ -313,8 +313,12 @@ class Trainer:
             logs[f"grad_norm_{phase}"] = float(norm)
             logs.update((k, float(v)) for k, v in phase_logs.items())
         self.last_lr = self.optimizer.param_groups[0]["lr"]
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():
+            # Every schedule follows the trainer's step, also for an optimizer that has not stepped yet (a
+            # WGAN-GP generator's first steps come after five critic steps); torch warns about that order.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
         self.last_loss = logs["loss"]
         return logs
 

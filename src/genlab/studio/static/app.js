@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 
 // Interaction latencies (ms, input event -> new picture decoded), read by the browser tests and shown on the page.
-const stats = { latentPoint: [], latentGrid: [], textFirstChar: [], chain: [] };
+const stats = { latentPoint: [], latentGrid: [], textFirstChar: [], chain: [], ganImage: [] };
 window.studio = { stats, ready: false };
 
 // ---------------------------------------------------------------------------------------------- HTTP helpers
@@ -112,7 +112,7 @@ const fmt = (value) => (Math.abs(value) >= 1000 || (Math.abs(value) < 0.01 && va
 // ---------------------------------------------------------------------------------------------- tabs and runs
 
 let runs = [];
-const panels = ["runs", "latent", "text", "chains", "hopfield"];
+const panels = ["runs", "latent", "text", "chains", "hopfield", "gan"];
 
 function showPanel(name) {
   for (const panel of panels) {
@@ -130,6 +130,7 @@ function capabilityHint(capability) {
     text: "no run here has a text model with stream(); train one on a text file or tinyshakespeare",
     chain: "no run here has sample_chain() (RBM, DBN, EBM)",
     hopfield: "no run here is a Hopfield network (recall/energy)",
+    gan: "no run here is a GAN (generate/sample_z); train one, e.g. genlab train dcgan",
   }[capability];
 }
 
@@ -141,7 +142,9 @@ function fillRunSelects(preferred) {
     select.replaceChildren(...usable.map((run) => new Option(`${run.name} (${run.model})`, run.name)));
     if (usable.some((run) => run.name === previous)) select.value = previous;
     const panel = select.closest(".panel").id.replace("panel-", "");
-    const errorId = { latent: "latent-error", text: "text-error", chains: "chain-error", hopfield: "hop-error" }[panel];
+    const errorId = {
+      latent: "latent-error", text: "text-error", chains: "chain-error", hopfield: "hop-error", gan: "gan-error",
+    }[panel];
     showError(errorId, usable.length ? null : capabilityHint(capability));
   }
 }
@@ -152,7 +155,7 @@ function metricsText(run) {
   return keys.map((key) => `${key} ${fmt(source[key])}`).join("\n");
 }
 
-const capabilityPanel = { latent: "latent", text: "text", chain: "chains", hopfield: "hopfield" };
+const capabilityPanel = { latent: "latent", text: "text", chain: "chains", hopfield: "hopfield", gan: "gan" };
 
 function renderRuns() {
   const body = document.querySelector("#runs-table tbody");
@@ -802,6 +805,144 @@ function setupHopfield() {
   setupHopfieldEditor();
 }
 
+// ---------------------------------------------------------------------------------------------- GAN
+
+// Sliders shown; the other dimensions of z keep the values drawn from the prior (Randomise redraws them all).
+const GAN_SLIDERS = 16;
+// run, info and z change together, once the run's info has arrived; "chosen" is the run asked for last.
+const gan = { run: null, info: null, z: [], chosen: null };
+
+function ganLabel() {
+  return gan.info && gan.info.conditional ? Number($("gan-label").value) : null;
+}
+
+// Which run and class a picture shows (for the browser tests, and for anyone inspecting the page).
+function markGanImage(img, run, label) {
+  img.dataset.run = run;
+  img.dataset.label = label === null ? "" : String(label);
+}
+
+const ganImage = latestOnly(async ({ started }, { signal, isCurrent }) => {
+  const { run } = gan;
+  if (!run) return;
+  const label = ganLabel();
+  const response = await request("/api/gan/generate", {}, {
+    method: "POST", signal, headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ run, z: gan.z, label }),
+  });
+  const blob = await response.blob();
+  if (!isCurrent()) return;
+  await setImage($("gan-image"), URL.createObjectURL(blob));
+  markGanImage($("gan-image"), run, label);
+  const elapsed = performance.now() - started;
+  stats.ganImage.push(elapsed);
+  $("gan-ms").textContent = `${elapsed.toFixed(0)} ms`;
+  showError("gan-error", null);
+}, (error) => showError("gan-error", error));
+
+const ganInterp = latestOnly(async (_, { signal, isCurrent }) => {
+  const { run } = gan;
+  if (!run) return;
+  const label = ganLabel();
+  const data = await getJSON("/api/gan/interpolate", {
+    run, seed: $("gan-interp-seed").value, steps: $("gan-interp-steps").value, label,
+  }, { signal });
+  if (!isCurrent()) return;
+  await setImage($("gan-interp"), data.image);
+  markGanImage($("gan-interp"), run, label);
+}, (error) => showError("gan-error", error));
+
+// A new z from the prior, drawn by the server with the seed (the same seed gives the same z).
+const ganDraw = latestOnly(async ({ started }, { signal, isCurrent }) => {
+  if (!gan.run) return;
+  const data = await getJSON("/api/gan/info", { run: gan.run, seed: $("gan-seed").value }, { signal });
+  if (!isCurrent()) return;
+  gan.z = data.z;
+  showGanZ();
+  ganImage.call({ started });
+}, (error) => showError("gan-error", error));
+
+function ganSlider(dim, [low, high]) {
+  const input = document.createElement("input");
+  input.type = "range";
+  input.min = String(low);
+  input.max = String(high);
+  input.step = String((high - low) / 100);
+  input.dataset.dim = String(dim);
+  input.setAttribute("aria-label", `z${dim}`);
+  const name = document.createElement("span");
+  name.textContent = `z${dim}`;
+  const label = document.createElement("label");
+  label.append(name, input, document.createElement("output"));
+  return label;
+}
+
+function buildGanControls() {
+  const { z_dim: size, range, prior, conditional, num_classes: classes } = gan.info;
+  const shown = Math.min(GAN_SLIDERS, size);
+  $("gan-sliders").replaceChildren(...Array.from({ length: shown }, (_, dim) => ganSlider(dim, range)));
+  $("gan-prior").textContent = prior === "uniform"
+    ? `(${size} dimensions, z ~ U(${range[0]}, ${range[1]}))`
+    : `(${size} dimensions, z ~ N(0, I); sliders span ${range[0]} to ${range[1]})`;
+  $("gan-more").hidden = shown === size;
+  $("gan-more").textContent = `Sliders for z0 to z${shown - 1} of ${size}; the other ${size - shown} keep the ` +
+    "values drawn from the prior (Randomise redraws all of them).";
+  $("gan-label-wrap").hidden = !conditional;
+  const options = Array.from({ length: conditional ? classes : 0 }, (_, i) => new Option(String(i), String(i)));
+  $("gan-label").replaceChildren(...options);
+}
+
+function showGanZ() {
+  for (const input of $("gan-sliders").querySelectorAll("input")) {
+    const value = gan.z[Number(input.dataset.dim)];
+    input.value = String(value);
+    input.nextElementSibling.textContent = value.toFixed(2);
+  }
+}
+
+async function selectGanRun() {
+  const select = $("gan-run");
+  const run = select.value;
+  select.dataset.loaded = run;
+  if (!run || run === gan.chosen) return;  // already shown, or on its way
+  gan.chosen = run;
+  for (const channel of [ganDraw, ganImage, ganInterp]) channel.cancel();
+  try {
+    const info = await getJSON("/api/gan/info", { run, seed: $("gan-seed").value });
+    if (gan.chosen !== run) return;  // another run was chosen meanwhile
+    Object.assign(gan, { run, info, z: info.z });
+    buildGanControls();
+    showGanZ();
+    showError("gan-error", null);
+    ganImage.call({ started: performance.now() });
+    ganInterp.call({});
+  } catch (error) {
+    if (gan.chosen === run) gan.chosen = null;  // choosing it again retries
+    showError("gan-error", error);
+  }
+}
+
+function setupGan() {
+  bindOutput("gan-interp-steps");
+  $("gan-run").addEventListener("change", selectGanRun);
+  $("gan-sliders").addEventListener("input", (event) => {
+    const dim = Number(event.target.dataset.dim);
+    gan.z[dim] = Number(event.target.value);
+    event.target.nextElementSibling.textContent = gan.z[dim].toFixed(2);
+    ganImage.call({ started: performance.now() });
+  });
+  $("gan-label").addEventListener("input", () => {
+    ganImage.call({ started: performance.now() });
+    ganInterp.call({});
+  });
+  $("gan-randomise").addEventListener("click", () => {
+    $("gan-seed").value = String((Number($("gan-seed").value) || 0) + 1);
+    ganDraw.call({ started: performance.now() });
+  });
+  $("gan-seed").addEventListener("input", debounce(() => ganDraw.call({ started: performance.now() }), 150));
+  for (const id of ["gan-interp-seed", "gan-interp-steps"]) $(id).addEventListener("input", () => ganInterp.call({}));
+}
+
 // ---------------------------------------------------------------------------------------------- start
 
 async function main() {
@@ -813,6 +954,7 @@ async function main() {
   setupText();
   setupChains();
   setupHopfield();
+  setupGan();
   await loadRuns();
   const start = location.hash.slice(1);
   showPanel(panels.includes(start) ? start : "runs");
