@@ -367,3 +367,36 @@ def test_judge_monitor_settings_are_checked():
     with pytest.raises(ConfigError, match="judges for mnist, fashion-mnist"):
         health_callbacks(config)
     assert health_callbacks(build_run_config({"model_name": "dcgan"})) == []
+
+
+def test_the_averaged_generator_follows_the_trained_one_and_draws_the_samples():
+    model = build("dcgan", g_ema=0.9)
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+    groups = model.optimizer_param_groups(0.0)["generator"]
+    trained = {id(p) for g in groups for p in g["params"]}
+    assert not trained & {id(p) for p in model.generator_ema.parameters()}, "the average is not optimized"
+    start = [p.detach().clone() for p in model.generator_ema.parameters()]
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    model.after_phase_step("discriminator")
+    assert all(torch.equal(a, b) for a, b in zip(start, model.generator_ema.parameters()))
+    model.after_phase_step("generator")  # warm-up: decay min(0.9, 1/10) = 0.1, so 90% of the way
+    for before, average, current in zip(start, model.generator_ema.parameters(), model.generator.parameters()):
+        assert torch.allclose(average, before + 0.9 * (current - before), atol=1e-6)
+    model.eval()
+    z = model.sample_z(3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.generator_ema(z)
+    assert torch.allclose(model.generate(z), expected)
+
+
+def test_a_run_with_the_averaged_generator_resumes_exactly(tiny_images, tmp_path):
+    straight = train(tiny_config(tiny_images, tmp_path / "a", "dcgan", "train.max_steps=12", "model.g_ema=0.99"))
+    partial = train(tiny_config(tiny_images, tmp_path / "b", "dcgan", "train.max_steps=5", "model.g_ema=0.99"))
+    train(tiny_config(tiny_images, tmp_path / "b", "dcgan", "train.max_steps=12", "model.g_ema=0.99"),
+          resume_dir=partial)
+    a, b = final_state(straight), final_state(partial)
+    assert any(k.startswith("generator_ema.") for k in a) and int(a["ema_updates"]) == 12
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,89 @@ _register("gan-wgan-gp-mnist", "mnist", "WGAN-GP on MNIST for a 30-min budget: 1
 _register("gan-cgan-mnist", "mnist", "projection cGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
 _register("gan-acgan-seed", "mnist", "the seed's ACGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
 _register("gan-dcgan-fashion", "fashion-mnist", "DCGAN on Fashion-MNIST for a 30-min budget: leaderboard")
+
+
+# ------------------------------------------------------------------------------------------ trainer overhead
+
+
+def plain_dcgan_steps(model, batches, *, lr: float, betas: tuple[float, float]) -> None:
+    """pytorch/examples' DCGAN loop on ``model``'s networks: per batch D on real and detached fakes, then G on
+    the same fakes, BCE-with-logits, two Adam optimizers, the losses read out with ``.item()``."""
+    netG, netD = model.generator, model.discriminator
+    optimizer_d = torch.optim.Adam(netD.parameters(), lr=lr, betas=betas)
+    optimizer_g = torch.optim.Adam(netG.parameters(), lr=lr, betas=betas)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    for images, _ in batches:
+        n = images.shape[0]
+        ones, zeros = torch.ones(n), torch.zeros(n)
+        netD.zero_grad()
+        error_real = criterion(netD(images)[0], ones)
+        fake = netG(torch.randn(n, model.config.z_dim))
+        error_fake = criterion(netD(fake.detach())[0], zeros)
+        (error_real + error_fake).backward()
+        optimizer_d.step()
+        netG.zero_grad()
+        error_g = criterion(netD(fake)[0], ones)
+        error_g.backward()
+        optimizer_g.step()
+        error_real.item(), error_fake.item(), error_g.item()
+
+
+def measure_overhead(config, work_dir: Path, *, steps: int, repeats: int) -> dict[str, float]:
+    """Seconds for ``steps`` steps of the Trainer (with its metrics file) and of :func:`plain_dcgan_steps`, timed
+    alternately ``repeats`` times on the same batches; the ratio of the medians is the Trainer's overhead."""
+    import copy
+    import dataclasses
+
+    from genlab.data.datasets import build_data
+    from genlab.train.callbacks import MetricsCallback
+    from genlab.train.run import build_model
+    from genlab.train.trainer import Trainer, seed_everything
+
+    seed_everything(0)
+    data = build_data(config.data, seed=0)
+    model, config = build_model(config, data)
+    plain_model = copy.deepcopy(model)
+    batches = [batch for _, batch in zip(range(steps), data.train.iter_from(0))]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    trainer_times, plain_times = [], []
+    for repeat in range(repeats + 1):  # the first round warms up both
+        timed = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=steps, epochs=1))
+        metrics = MetricsCallback(work_dir / f"overhead-metrics-{repeat}.jsonl", config.train.log_every)
+        trainer = Trainer(model, timed, data, device=torch.device("cpu"), callbacks=[metrics])
+        started = time.perf_counter()
+        trainer.fit()
+        trainer_s = time.perf_counter() - started
+        started = time.perf_counter()
+        plain_dcgan_steps(plain_model, batches, lr=config.optim.lr, betas=(config.optim.beta1, config.optim.beta2))
+        plain_s = time.perf_counter() - started
+        if repeat:
+            trainer_times.append(trainer_s)
+            plain_times.append(plain_s)
+    trainer_median, plain_median = statistics.median(trainer_times), statistics.median(plain_times)
+    return {"trainer_s": trainer_median, "plain_s": plain_median, "ratio": trainer_median / plain_median,
+            "steps": float(steps), "repeats": float(repeats), "steps_per_epoch": float(len(data.train))}
+
+
+@benchmark("gan-dcgan-speed", suites=("quick", "full"),
+           description="DCGAN steps: genlab Trainer vs a plain pytorch/examples loop (target ratio <= 1.10)")
+def bench_overhead(ctx: BenchContext) -> list[dict]:
+    overrides = ["train.progress=false", "train.device=cpu", "data.val_size=0", "data.limit=12800"]
+    if ctx.data_dir:
+        overrides.append(f"data.data_dir={ctx.data_dir}")
+    torch.set_num_threads(2)
+    config = preset_config("gan-dcgan-mnist", overrides)
+    steps = 40 if ctx.suite == "quick" else 100
+    result = measure_overhead(config, ctx.work_dir, steps=steps, repeats=3)
+    per_epoch = 60000 / config.data.batch_size / steps  # MNIST epochs are 60,000 images; scale the timed steps
+    ctx.notes.append(f"gan-dcgan-mnist networks, batch {config.data.batch_size}, {steps} steps per timing, median "
+                     f"of {int(result['repeats'])} alternating rounds after a warm-up round, 2 torch threads; the "
+                     "plain loop is pytorch/examples' dcgan/main.py loop on the same networks and batches. Epoch "
+                     "times are the step times scaled to 60,000 images.")
+    common = {"model": "dcgan", "dataset": "mnist", "device": "cpu"}
+    return [
+        {**common, "metric": "trainer_epoch_time", "value": result["trainer_s"] * per_epoch, "unit": "s"},
+        {**common, "metric": "plain_loop_epoch_time", "value": result["plain_s"] * per_epoch, "unit": "s"},
+        {**common, "metric": "trainer_overhead_ratio", "value": result["ratio"], "unit": "x",
+         "reference": {"value": 1.10, "source": "target (issue 16)", "higher_is_better": False}},
+    ]

@@ -285,6 +285,57 @@ def _sample_quality_section(documents: list[dict]) -> list[str]:
              "entropy and FD.", ""] + _table(header, table))
 
 
+# The 10,000-sample leaderboard (genlab.bench.gan_bench.leaderboard_records): column -> record metric.
+LEADERBOARD_10K = {"FD": "judge_fd_10k", "KID": "judge_kid_10k", "precision": "judge_precision",
+                   "recall": "judge_recall", "density": "judge_density", "coverage": "judge_coverage",
+                   "class entropy (nats)": "class_entropy", "frac > 0.9": "judge_confident_frac",
+                   "label acc. %": "label_accuracy_pct", "NN dist. / test's": "nn_train_distance_ratio",
+                   "copied": "copied_frac"}
+
+
+def leaderboard_10k_rows(documents: list[dict]) -> list[dict]:
+    """One row per (benchmark, device) that scored 10,000 samples, plus one real-test floor row per dataset
+    (its ``real_`` records), sorted by dataset then FD."""
+    metrics = set(LEADERBOARD_10K.values())
+    rows: dict[tuple, dict] = {}
+    for document, record in _records(documents):
+        metric = str(record.get("metric", ""))
+        floor = metric.startswith("real_")
+        name = metric[len("real_"):] if floor else metric
+        if name not in metrics:
+            continue
+        device = device_kind(record.get("device") or document.get("device") or "cpu")
+        key = ((record.get("dataset"), "floor") if floor
+               else (record.get("dataset"), document.get("benchmark"), device))
+        row = rows.setdefault(key, {"dataset": record.get("dataset"), "floor": floor,
+                                    "model": "real test images (floor)" if floor else record.get("model"),
+                                    "benchmark": "" if floor else document.get("benchmark"),
+                                    "device": "" if floor else device, "images": record.get("images"),
+                                    "train_minutes": None if floor else record.get("train_minutes"),
+                                    "epochs": None if floor else record.get("epochs_trained")})
+        row[name] = record.get("value")
+    return sorted(rows.values(), key=lambda r: (str(r["dataset"]), _sort_number(r.get("judge_fd_10k"))))
+
+
+def _leaderboard_10k_section(documents: list[dict]) -> list[str]:
+    rows = leaderboard_10k_rows(documents)
+    if not rows:
+        return []
+    header = ["dataset", "images from", "benchmark", "device", "train min", "epochs", *LEADERBOARD_10K]
+    table = [[row["dataset"], row["model"], row["benchmark"], row["device"], _format(row.get("train_minutes")),
+              _format(row.get("epochs")), *(_format(row.get(metric)) for metric in LEADERBOARD_10K.values())]
+             for row in rows]
+    return (["## Which family makes the best digits for its CPU minutes (10,000 samples)", "",
+             "10,000 samples of each model against 10,000 training images under genlab's judge; the floor row is "
+             "10,000 real test images against the same reference. FD/KID: lower is better (genlab-judge "
+             "features, not Inception). Precision and recall (k = 3, Kynkäänniemi et al. 2019), density and "
+             "coverage (k = 5, Naeem et al. 2020): nearer the floor's is better. Label accuracy: the judge's "
+             "agreement with the label a conditional model was asked for. Memorisation: the median distance of "
+             "samples to their nearest training image over that of test images (well below 1: copies), and the "
+             "fraction of samples closer to a training image than 99% of test images are.", ""]
+            + _table(header, table))
+
+
 def _details_section(documents: list[dict], pictures_prefix: str = "benchmarks") -> list[str]:
     lines = ["## Every benchmark in full", ""]
     for document in documents:
@@ -336,6 +387,7 @@ def render(documents: list[dict], plots: dict[str, str] | None = None, pictures_
         return "\n".join(lines + ["No results yet: run `genlab bench --suite quick`.", ""])
     lines += _status_section(documents)
     lines += _leaderboard_section(documents)
+    lines += _leaderboard_10k_section(documents)
     lines += _sample_quality_section(documents)
     if plots:
         lines += ["## Plots", ""]
@@ -347,6 +399,7 @@ def render(documents: list[dict], plots: dict[str, str] | None = None, pictures_
 # ----------------------------------------------------------------------------------------------- plots
 
 PLOT_FILES = {"paper_comparison": "Ours beside the papers", "sample_quality": "Judge FD per image source",
+              "leaderboard_10k": "FD of 10,000 samples against CPU minutes of training",
               "bench_wall_time": "Benchmark wall time"}
 
 
@@ -361,7 +414,7 @@ def write_plots(documents: list[dict], plots_dir: Path) -> dict[str, Path]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, Path] = {}
     for name, draw in (("paper_comparison", _plot_papers), ("sample_quality", _plot_sample_quality),
-                       ("bench_wall_time", _plot_wall_time)):
+                       ("leaderboard_10k", _plot_leaderboard_10k), ("bench_wall_time", _plot_wall_time)):
         path = plots_dir / f"{name}.png"
         figure = draw(documents, plt)
         if figure is None:
@@ -421,6 +474,31 @@ def _plot_sample_quality(documents, plt):
         axis.invert_yaxis()
         axis.set_title(f"{dataset}: FD on genlab-judge features (lower is closer to real data)", fontsize=9)
         axis.tick_params(labelsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _plot_leaderboard_10k(documents, plt):
+    """FD of 10,000 samples against training minutes, one point per model, the real-test floor as a line."""
+    rows = [r for r in leaderboard_10k_rows(documents) if isinstance(r.get("judge_fd_10k"), (int, float))]
+    models = [r for r in rows if not r["floor"] and isinstance(r.get("train_minutes"), (int, float))]
+    if not models:
+        return None
+    datasets = sorted({str(r["dataset"]) for r in models})
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for axis, dataset in zip(axes.flat, datasets):
+        for row in (r for r in models if str(r["dataset"]) == dataset):
+            axis.scatter([row["train_minutes"]], [row["judge_fd_10k"]], zorder=3)
+            axis.annotate(f"{row['model']} ({row['device']})", (row["train_minutes"], row["judge_fd_10k"]),
+                          textcoords="offset points", xytext=(5, 3), fontsize=7)
+        for row in (r for r in rows if r["floor"] and str(r["dataset"]) == dataset):
+            axis.axhline(row["judge_fd_10k"], color="tab:green", linestyle="--", label="real test images")
+        axis.set_yscale("log")
+        axis.set_xlabel("training, minutes")
+        axis.set_ylabel("FD (genlab judge), 10k samples")
+        axis.set_title(dataset, fontsize=9)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
     figure.tight_layout()
     return figure
 

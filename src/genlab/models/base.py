@@ -86,6 +86,9 @@ class GenerativeModel(nn.Module, abc.ABC):
         the config, so a resumed run takes the same phases."""
         return (SINGLE_OPTIMIZER,)
 
+    def after_phase_step(self, phase: str) -> None:
+        """Called after the optimizer of ``phase`` stepped (e.g. to update an average of the weights)."""
+
     def phase_loss(self, batch: Any, phase: str, step: int) -> tuple[Tensor, dict[str, float]]:
         """The loss whose gradient the optimizer ``phase`` follows; only models with several optimizers
         implement it."""

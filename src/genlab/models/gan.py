@@ -27,7 +27,8 @@ Training: the model declares two optimizers, ``discriminator`` and ``generator``
 (:meth:`GAN.optimizer_param_groups`), and :meth:`GAN.training_phases` says which the Trainer steps: every batch a
 discriminator step, every ``critic_steps``-th batch a generator step after it. The fakes of a step's
 discriminator phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward
-once. Architectures (``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2 transposed convolutions;
+once. With ``g_ema`` > 0, samples come from a moving average of the generator's weights. Architectures
+(``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2 transposed convolutions;
 D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights) and ``seed`` (the tfjs-examples ACGAN:
 dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) → ConvT C (k5, s2, tanh), BatchNorm after the ReLUs;
 D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3, no BatchNorm).
@@ -35,6 +36,7 @@ D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -80,6 +82,9 @@ class GANConfig:
     label_dim: int = 10  # concat: size of the generator's label embedding
     aux_weight: float = 1.0  # acgan: weight of the class cross-entropy in both players' losses
     value_range: tuple[float, ...] = (-1.0, 1.0)  # the data's pixel range, which G's tanh is mapped to
+    # Samples come from an exponential moving average of the generator's weights with this decay (Yazıcı et al.
+    # 2019; Karras et al. 2018), warmed up as min(decay, (1 + t) / (10 + t)) over t generator steps; 0: off.
+    g_ema: float = 0.0
 
     def __post_init__(self) -> None:
         shape = tuple(self.image_shape)
@@ -109,6 +114,7 @@ class GANConfig:
                f"model.label_input must be concat or multiply, got {self.label_input!r}")
         _check(self.label_dim >= 1, f"model.label_dim must be >= 1, got {self.label_dim}")
         _check(self.aux_weight >= 0.0, f"model.aux_weight must be >= 0, got {self.aux_weight}")
+        _check(0.0 <= self.g_ema < 1.0, f"model.g_ema must be in [0, 1) (0: off), got {self.g_ema}")
         _check(len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
                f"model.value_range must be [low, high] with low < high, got {list(self.value_range)}")
         if self.architecture == "seed":
@@ -345,6 +351,10 @@ class GAN(GenerativeModel):
         if self.label_embedding is not None and config.architecture == "dcgan":
             nn.init.normal_(self.label_embedding.weight)
         self._fakes: tuple[Tensor, Tensor | None] | None = None  # a step's fakes, from its D phase to its G phase
+        self.generator_ema: nn.Module | None = None
+        if config.g_ema > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def adapt_config(cls, config: GANConfig, info: DataInfo) -> GANConfig:
@@ -412,7 +422,8 @@ class GAN(GenerativeModel):
             labels = torch.as_tensor(labels, dtype=torch.long, device=self._device())
             if labels.shape != (z.shape[0],) or int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes:
                 raise ConfigError(f"labels must be {z.shape[0]} integers in 0..{self.config.num_classes - 1}")
-        unit = self.generator(self._generator_input(z, labels))
+        network = self.generator_ema if self.generator_ema is not None else self.generator
+        unit = network(self._generator_input(z, labels))
         low, high = self.config.value_range
         return low + (high - low) * (unit + 1.0) / 2.0
 
@@ -473,6 +484,21 @@ class GAN(GenerativeModel):
             generator += list(self.label_embedding.parameters())
         return {DISCRIMINATOR: decay_groups(self.discriminator.parameters(), weight_decay),
                 GENERATOR: decay_groups(generator, weight_decay)}
+
+    def after_phase_step(self, phase: str) -> None:
+        """After each generator step, move the averaged generator towards the trained one."""
+        if phase == GENERATOR and self.generator_ema is not None:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        updates = int(self.ema_updates)
+        decay = min(self.config.g_ema, (1.0 + updates) / (10.0 + updates))
+        for average, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            average.lerp_(current, 1.0 - decay)
+        for average, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            average.copy_(current)  # BatchNorm statistics are copied, not averaged
+        self.ema_updates += 1
 
     def generator_steps_at(self, step: int) -> bool:
         return (step + 1) % self.config.critic_steps == 0

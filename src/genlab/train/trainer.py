@@ -308,6 +308,7 @@ class Trainer:
             else:
                 norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
             optimizer.step()
+            self.model.after_phase_step(phase)
             logs.setdefault("loss", value)
             logs[f"loss_{phase}"] = value
             logs[f"grad_norm_{phase}"] = float(norm)
