@@ -29,6 +29,15 @@ def _samples(ctx):
             {**common, "model": "real test images (floor)", "metric": "judge_fd", "value": 1.5, "unit": "FD"}]
 
 
+def _gan_leaderboard(ctx):
+    common = {"dataset": "mnist", "images": 10000, "train_minutes": 25.5, "epochs_trained": 9.4}
+    records = []
+    for prefix, fd, recall in (("", 116.8, 0.68), ("real_", 2.8, 0.86)):
+        records += [{**common, "model": "dcgan", "metric": prefix + "judge_fd_10k", "value": fd, "unit": "FD"},
+                    {**common, "model": "dcgan", "metric": prefix + "judge_recall", "value": recall, "unit": "f"}]
+    return records + [{**common, "model": "dcgan", "metric": "label_accuracy_pct", "value": 97.5, "unit": "%"}]
+
+
 FAKES = {
     "rbm_fake_loglik": Benchmark("rbm_fake_loglik", _rbm_loglik, ("quick", "full"), "fake"),
     "dbn_fake_broken": Benchmark("dbn_fake_broken", _broken, ("full",), "fake"),
@@ -263,3 +272,17 @@ def test_results_on_another_device_get_their_own_file_and_both_are_reported(fake
     documents = bench.load_results(tmp_path / "benchmarks" / "results")
     ebm_rows = [row for row in report.sample_quality_rows(documents) if row["model"] == "ebm"]
     assert sorted(row["device"] for row in ebm_rows) == ["cpu", "cuda"]
+
+
+def test_the_10k_leaderboard_puts_each_model_beside_the_real_test_floor(fake_registry, tmp_path, monkeypatch):
+    monkeypatch.setitem(FAKES, "gan_fake_leaderboard", Benchmark("gan_fake_leaderboard", _gan_leaderboard,
+                                                                 ("full",), "fake"))
+    _, results, text = _run(tmp_path, suite="full", only=["gan_fake_leaderboard"])
+    assert "## Which family makes the best digits for its CPU minutes (10,000 samples)" in text
+    floor = text.index("| mnist | real test images (floor) |")
+    model = text.index("| mnist | dcgan | gan_fake_leaderboard | cpu | 25.5 | 9.4 | 116.8 |")
+    assert floor < model  # sorted by FD
+    rows = report.leaderboard_10k_rows(bench.load_results(results))
+    assert [r["floor"] for r in rows] == [True, False]
+    assert rows[1]["label_accuracy_pct"] == 97.5 and "label_accuracy_pct" not in rows[0]
+    assert (results.parent / "plots" / "leaderboard_10k.png").read_bytes()[:4] == b"\x89PNG"

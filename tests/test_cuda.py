@@ -15,6 +15,7 @@ from test_char_rnn import run_config as char_config
 from test_dbn import run_config as dbn_config
 from test_ebm import tiny_model as ebm_model
 from test_ebm import tiny_run_config as ebm_config
+from test_gan import tiny_config as gan_config
 from test_hopfield import hopfield_config
 from test_trainer import tiny_config as rbm_config
 from test_vae import tiny_run_config as vae_config
@@ -47,11 +48,16 @@ def family_config(name: str, images: Path, text: Path, out: Path, *extra: str):
         "ebm": lambda: ebm_config(images, out, "train.max_steps=6", *CUDA, *extra),
         "ebm-graphs": lambda: ebm_config(images, out, "train.max_steps=6", "model.cuda_graphs=true", *CUDA, *extra),
         "char-lstm": lambda: char_config(text, out, *CUDA, *extra),
+        "dcgan": lambda: gan_config(images, out, "dcgan", "train.max_steps=10", *CUDA, *extra),
+        "dcgan-amp": lambda: gan_config(images, out, "dcgan", "train.max_steps=10", "train.amp=true", *CUDA, *extra),
+        "wgan-gp": lambda: gan_config(images, out, "wgan-gp", "train.max_steps=10", *CUDA, *extra),
+        "cgan": lambda: gan_config(images, out, "cgan", "train.max_steps=10", "model.g_ema=0.99", *CUDA, *extra),
     }
     return builders[name]()
 
 
-FAMILIES = ["rbm", "dbn", "dbn-classifier", "hopfield", "vae", "vae-amp", "ebm", "ebm-graphs", "char-lstm"]
+FAMILIES = ["rbm", "dbn", "dbn-classifier", "hopfield", "vae", "vae-amp", "ebm", "ebm-graphs", "char-lstm", "dcgan",
+            "dcgan-amp", "wgan-gp", "cgan"]
 
 
 def finite_metrics(run_dir: Path) -> list[dict]:
@@ -84,7 +90,7 @@ def test_trains_on_the_device_and_the_checkpoint_samples_on_both(family, tiny_im
             assert torch.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("family", ["rbm", "dbn", "ebm", "ebm-graphs", "char-lstm"])
+@pytest.mark.parametrize("family", ["rbm", "dbn", "ebm", "ebm-graphs", "char-lstm", "dcgan", "wgan-gp", "cgan"])
 def test_stop_and_resume_on_the_device_equals_one_straight_run(family, tiny_images, tmp_path, deterministic_cudnn):
     text = corpus(tmp_path)
     straight = train(family_config(family, tiny_images, text, tmp_path / "straight"))

@@ -227,18 +227,26 @@ def _precision_recall_pass(real: Tensor, fake: Tensor, real_r2: Tensor, fake_r2:
     col_bias = real_sq - (real_r2 + tol)  # d²_ji - (r²_i + tol) = ||fake_j||² + col_bias_i - 2 fake_jᵀ real_i
     row_bias = fake_sq - (fake_r2 + tol)
     neg_real_thr = -(real_r2 + tol)
+    for r0, r1, c0, c1, block in _distance_blocks(fake_c, real_c, col_bias, chunk):
+        fake_in_real[r0:r1] |= block.amin(1) <= -fake_sq[r0:r1]
+        # d²_ji - (r²_j + tol) for the fake radius r_j = block_ji + row_bias_j + (r²_i + tol)
+        block.add_(row_bias[r0:r1].unsqueeze(1))
+        real_in_fake[c0:c1] |= block.amin(0) <= neg_real_thr[c0:c1]
+        del block  # free before the next block is allocated: one block alive at a time
+    return fake_in_real, real_in_fake
+
+
+def _distance_blocks(fake_c: Tensor, real_c: Tensor, col_bias: Tensor, chunk: int):
+    """Yields (r0, r1, c0, c1, block) with block = col_bias[c0:c1] - 2 fake_c[r0:r1] real_c[c0:c1]ᵀ, one
+    (rows, columns) block of the streamed (n_fake, n_real) pass at a time."""
+    n_f, n_r = fake_c.shape[0], real_c.shape[0]
     width = _column_width(chunk)
     for r0 in range(0, n_f, chunk):
         r1 = min(n_f, r0 + chunk)
         for c0 in range(0, n_r, width):
             c1 = min(n_r, c0 + width)
-            block = torch.addmm(col_bias[c0:c1].unsqueeze(0), fake_c[r0:r1], real_c[c0:c1].T, alpha=-2.0)
-            fake_in_real[r0:r1] |= block.amin(1) <= -fake_sq[r0:r1]
-            # d²_ji - (r²_j + tol) for the fake radius r_j = block_ji + row_bias_j + (r²_i + tol)
-            block.add_(row_bias[r0:r1].unsqueeze(1))
-            real_in_fake[c0:c1] |= block.amin(0) <= neg_real_thr[c0:c1]
-            del block  # free before the next block is allocated: one block alive at a time
-    return fake_in_real, real_in_fake
+            yield r0, r1, c0, c1, torch.addmm(col_bias[c0:c1].unsqueeze(0), fake_c[r0:r1], real_c[c0:c1].T,
+                                              alpha=-2.0)
 
 
 def _density_coverage_pass(real: Tensor, fake: Tensor, real_r2: Tensor, chunk: int) -> tuple[int, Tensor]:
@@ -247,20 +255,15 @@ def _density_coverage_pass(real: Tensor, fake: Tensor, real_r2: Tensor, chunk: i
     (n_real,) bool, real_i's ball containing at least one fake point. Boundary ties within the error bound count
     as inside."""
     real_c, fake_c, real_sq, fake_sq, tol = _cross_setup(real, fake)
-    n_f, n_r = fake.shape[0], real.shape[0]
+    n_r = real.shape[0]
     covered = torch.zeros(n_r, dtype=torch.bool, device=real.device)
     count = torch.zeros((), dtype=torch.int64, device=real.device)
     col_bias = real_sq - (real_r2 + tol)
-    width = _column_width(chunk)
-    for r0 in range(0, n_f, chunk):
-        r1 = min(n_f, r0 + chunk)
-        for c0 in range(0, n_r, width):
-            c1 = min(n_r, c0 + width)
-            block = torch.addmm(col_bias[c0:c1].unsqueeze(0), fake_c[r0:r1], real_c[c0:c1].T, alpha=-2.0)
-            inside = block <= -fake_sq[r0:r1].unsqueeze(1)
-            count += inside.count_nonzero()
-            covered[c0:c1] |= inside.any(0)
-            del block, inside
+    for r0, r1, c0, c1, block in _distance_blocks(fake_c, real_c, col_bias, chunk):
+        inside = block <= -fake_sq[r0:r1].unsqueeze(1)
+        count += inside.count_nonzero()
+        covered[c0:c1] |= inside.any(0)
+        del block, inside
     return int(count), covered
 
 

@@ -599,13 +599,13 @@ class GAN(GenerativeModel):
 @register("dcgan", config=GANConfig, description="DCGAN (Radford et al. 2016), non-saturating loss",
           default_preset="gan-dcgan-mnist")
 class DCGAN(GAN):
-    conditioning = "none"
+    """Unconditional; the loss, norms and widths come from its config."""
 
 
 @register("wgan-gp", config=WGANGPConfig, description="WGAN with gradient penalty (Gulrajani et al. 2017)",
           default_preset="gan-wgan-gp-mnist")
 class WGANGP(GAN):
-    conditioning = "none"
+    """Unconditional, with the WGAN-GP config's defaults."""
 
 
 @register("cgan", config=CGANConfig, description="class-conditional GAN, projection discriminator "
