@@ -400,3 +400,11 @@ def test_a_run_with_the_averaged_generator_resumes_exactly(tiny_images, tmp_path
     assert any(k.startswith("generator_ema.") for k in a) and int(a["ema_updates"]) == 12
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_fresh_projection_discriminator_scores_near_zero():
+    # The projection term once came from a unit-variance embedding: initial scores of ±80 and a D loss of 34.
+    torch.manual_seed(0)
+    model = build("cgan", shape=(1, 28, 28), g_width=64, d_width=64)
+    scores, _ = model.discriminator(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(4, (16,)))
+    assert float(scores.abs().max()) < 2.0

@@ -350,6 +350,10 @@ class GAN(GenerativeModel):
         self.apply(_glorot_init if config.architecture == "seed" else _dcgan_init)
         if self.label_embedding is not None and config.architecture == "dcgan":
             nn.init.normal_(self.label_embedding.weight)
+        if self.conditioning == "projection":
+            # Small, like the other weights: a unit-variance embedding over thousands of features would make the
+            # projection term, not the image, decide the first steps' scores.
+            nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)
         self._fakes: tuple[Tensor, Tensor | None] | None = None  # a step's fakes, from its D phase to its G phase
         self.generator_ema: nn.Module | None = None
         if config.g_ema > 0:
