@@ -408,3 +408,16 @@ def test_a_fresh_projection_discriminator_scores_near_zero():
     model = build("cgan", shape=(1, 28, 28), g_width=64, d_width=64)
     scores, _ = model.discriminator(torch.rand(16, 1, 28, 28) * 2 - 1, torch.randint(4, (16,)))
     assert float(scores.abs().max()) < 10.0
+
+
+def test_the_families_leaderboard_draws_from_each_benchmarks_newest_run(tiny_images, tmp_path):
+    from genlab.bench.gan_bench import draw, draw_from_run, newest_run
+
+    assert newest_run(tmp_path / "nothing") is None
+    run = train(tiny_config(tiny_images, tmp_path, "cgan", "train.max_steps=4"))
+    assert newest_run(tmp_path) == run
+    images, config, value_range, minutes = draw_from_run(run, 30)
+    assert images.shape == (30, 1, 8, 8) and value_range == (-1.0, 1.0) and minutes > 0
+    model, _ = ckpt.load_model(run)
+    drawn, labels = draw(model, 40, batch_size=7)  # batches that split the label blocks
+    assert labels.tolist() == sum(([k] * 10 for k in range(4)), []) and drawn.shape == (40, 1, 8, 8)

@@ -307,3 +307,60 @@ def bench_overhead(ctx: BenchContext) -> list[dict]:
         {**common, "metric": "trainer_overhead_ratio", "value": result["ratio"], "unit": "x",
          "reference": {"value": 1.10, "source": "target (issue 16)", "higher_is_better": False}},
     ]
+
+
+# ------------------------------------------------------------------------------ the other image families
+
+# The benchmark whose run directory (benchmarks/work/<benchmark>/) holds each family's trained model.
+FAMILY_RUNS = {"rbm": "rbm-loglik", "dbn": "dbn-hinton2006", "vae-mlp": "vae_mlp_mnist_nll",
+               "vae-conv": "vae_conv_mnist", "ebm": "ebm_mnist_samples"}
+
+
+def newest_run(work_dir: Path) -> Path | None:
+    """The newest run directory with a checkpoint under ``work_dir`` (a benchmark's work folder), or None."""
+    from genlab.train import checkpoint as ckpt
+
+    runs = [p.parent for p in Path(work_dir).glob("*/config.yaml") if ckpt.list_checkpoints(p.parent / "checkpoints")]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+@torch.no_grad()
+def draw_from_run(run_dir: Path, n: int, *, device: str = "cpu", seed: int = 0, batch_size: int = 500):
+    """n samples of any image model's newest checkpoint (its own sampler and default steps), on the CPU, with
+    the run's value range and its training minutes."""
+    from genlab.train import checkpoint as ckpt
+
+    model, config = ckpt.load_model(run_dir, device)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    pieces = [model.sample(min(batch_size, n - start), generator=generator).float().cpu()
+              for start in range(0, n, batch_size)]
+    state = ckpt.load_train_state(ckpt.latest_checkpoint(run_dir) / ckpt.STATE_FILE)
+    value_range = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
+    return torch.cat(pieces), config, value_range, float(state.get("elapsed", 0.0)) / 60.0
+
+
+@benchmark("leaderboard-families", suites=("full",),
+           description="10,000 samples of each non-GAN family's benchmark run (RBM, DBN, VAEs, EBM) on the "
+                       "GAN leaderboard")
+def bench_families(ctx: BenchContext) -> list[dict]:
+    records = []
+    for family, source in FAMILY_RUNS.items():
+        run_dir = newest_run(ctx.work_dir.parent / source)
+        if run_dir is None:
+            ctx.notes.append(f"{family}: no trained run in benchmarks/work/{source}/ (run `genlab bench --only "
+                             f"{source}` first); not scored")
+            continue
+        started = time.perf_counter()
+        images, config, value_range, minutes = draw_from_run(run_dir, N_SAMPLES, device=ctx.device)
+        if images.ndim == 2:  # flat visible units (RBM, DBN)
+            side = int(round(images.shape[1] ** 0.5))
+            images = images.reshape(-1, 1, side, side)
+        if images.shape[-1] != 28:  # e.g. the EBM's 32x32 padding: score the 28x28 centre
+            margin = (images.shape[-1] - 28) // 2
+            images = images[..., margin:margin + 28, margin:margin + 28]
+        records += leaderboard_records(config.model_name, str(config.data.dataset), images,
+                                       value_range=value_range, data_dir=ctx.data_dir, device=ctx.device,
+                                       preset=source, train_minutes=round(minutes, 2))
+        ctx.notes.append(f"{family}: {N_SAMPLES} samples of {run_dir} ({minutes:.1f} min of training) drawn with "
+                         f"its default sampler in {time.perf_counter() - started:.0f} s")
+    return records
