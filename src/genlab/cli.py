@@ -1,7 +1,8 @@
 """The ``genlab`` command line: list, train, sample, eval, plot, bench, serve.
 
 Every user mistake ends as one line on stderr and exit code 2; a training run stopped on purpose (e.g. a
-non-finite loss) exits with 1. No traceback is shown for either.
+non-finite loss) exits with 1; one stopped by Ctrl-C or SIGTERM writes a checkpoint and exits with 130 or 143.
+No traceback is shown for any of them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from genlab.errors import ConfigError, GenlabError, TrainingError
+from genlab.errors import ConfigError, GenlabError, TrainingError, TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -392,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        print(f"genlab: interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except TrainingError as exc:
         print(f"genlab: stopped: {exc}", file=sys.stderr)
         return 1

@@ -306,6 +306,7 @@ class TrainConfig:
     sample_every: int = 0  # steps between sample grids; 0: once per epoch
     num_samples: int = 64
     checkpoint_every: int = 0  # steps between checkpoints; 0: once per epoch
+    checkpoint_minutes: float = 10.0  # also a checkpoint after this many minutes of wall time; 0: off
     keep_last: int = 2
     validate: bool = True
     progress: bool = True
@@ -324,6 +325,8 @@ class TrainConfig:
         _check(self.sample_every >= 0, f"train.sample_every must be >= 0, got {self.sample_every}")
         _check(1 <= self.num_samples <= 1024, f"train.num_samples must be in [1, 1024], got {self.num_samples}")
         _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        _check(self.checkpoint_minutes >= 0,
+               f"train.checkpoint_minutes must be >= 0 (0: off), got {self.checkpoint_minutes}")
         _check(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
         _check(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
         _check(self.judge_every >= 0, f"train.judge_every must be >= 0 (0: off), got {self.judge_every}")

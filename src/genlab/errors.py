@@ -19,3 +19,11 @@ class CheckpointError(GenlabError):
 
 class TrainingError(GenlabError):
     """Training stopped on purpose, e.g. because the loss became non-finite."""
+
+
+class TrainingInterrupted(GenlabError):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM after writing a checkpoint; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

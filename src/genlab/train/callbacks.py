@@ -224,16 +224,20 @@ class SampleCallback(Callback):
 class CheckpointCallback(Callback):
     """Writes an atomic checkpoint every ``every`` steps (0: each epoch) and at the end; keeps the last K."""
 
-    def __init__(self, checkpoints_dir: Path | None, every: int, keep_last: int):
+    def __init__(self, checkpoints_dir: Path | None, every: int, keep_last: int, minutes: float = 0.0):
         # None: a DDP rank other than 0, which writes nothing but hands its random and model state to rank 0.
         self.checkpoints_dir = checkpoints_dir
         self.every = every
         self.keep_last = keep_last
+        self.minutes = minutes
         self.last_step = -1
+        self.last_time = time.monotonic()
 
     def on_fit_start(self, trainer) -> None:
         self.last_step = trainer.step
+        self.last_time = time.monotonic()
         if self.checkpoints_dir is not None:
+            ckpt.remove_temporary_checkpoints(self.checkpoints_dir)  # left by a run killed while writing one
             existing = ckpt.list_checkpoints(self.checkpoints_dir)
             trainer.last_checkpoint = existing[-1] if existing else None
 
@@ -251,9 +255,19 @@ class CheckpointCallback(Callback):
             trainer.last_checkpoint = ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model,
                                                            trainer.config.to_dict(), state, self.keep_last)
         self.last_step = trainer.step
+        self.last_time = time.monotonic()
 
     def on_step_end(self, trainer, logs) -> None:
-        if self.every and trainer.step % self.every == 0 and trainer.batch_in_epoch != 0:
+        if trainer.batch_in_epoch == 0:
+            return  # the epoch-end checkpoint comes next
+        due = bool(self.every) and trainer.step % self.every == 0
+        if not due and self.minutes > 0:
+            due = time.monotonic() - self.last_time >= 60.0 * self.minutes
+            if trainer.dist.enabled:  # every rank joins a checkpoint (a collective): one rank's clock decides
+                from genlab.train.distributed import all_ranks_agree
+
+                due = not all_ranks_agree(not due, trainer.device)
+        if due:
             self.save(trainer)
 
     def on_epoch_end(self, trainer, val_logs) -> None:
@@ -288,12 +302,14 @@ def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool,
     (``checkpointing`` on a rank other than 0) the other ranks join each checkpoint without writing."""
     callbacks: list[Callback] = [ProgressCallback(trainer_config.progress and is_main)]
     if checkpointing and not is_main:
-        callbacks.append(CheckpointCallback(None, trainer_config.checkpoint_every, trainer_config.keep_last))
+        callbacks.append(CheckpointCallback(None, trainer_config.checkpoint_every, trainer_config.keep_last,
+                                            trainer_config.checkpoint_minutes))
     if run_dir is not None and is_main:
         callbacks += [
             MetricsCallback(run_dir / "metrics.jsonl", trainer_config.log_every),
             SampleCallback(run_dir / "samples", trainer_config.sample_every, trainer_config.num_samples,
                            seed=trainer_config.seed + 777),
-            CheckpointCallback(run_dir / "checkpoints", trainer_config.checkpoint_every, trainer_config.keep_last),
+            CheckpointCallback(run_dir / "checkpoints", trainer_config.checkpoint_every, trainer_config.keep_last,
+                               trainer_config.checkpoint_minutes),
         ]
     return callbacks

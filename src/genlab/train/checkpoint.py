@@ -4,11 +4,15 @@
 a checkpoint rebuilds its own model. ``train_state.pt`` holds optimizer, scheduler, step, RNG states and model
 state such as persistent chains; it is read with ``torch.load(weights_only=True)``, so a tampered file can
 never execute code. Each checkpoint is written into a temporary directory, fsynced and renamed into place,
-so a process killed at any moment leaves either the previous checkpoint or the new one, never half of one.
+so a process killed at any moment leaves either the previous checkpoint or the new one, never half of one; a
+temporary directory such a kill leaves behind is removed when the run starts again. ``manifest.json``, written
+last, holds the sha256 of both files, and every load checks it, so flipped bytes inside tensor data are a
+CheckpointError naming the file rather than silently different weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -27,6 +31,7 @@ from genlab.errors import CheckpointError, ConfigError
 FORMAT = "genlab-1"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
+MANIFEST_FILE = "manifest.json"
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
 
 
@@ -68,6 +73,10 @@ def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, ru
     torch.save(train_state, temporary / STATE_FILE)
     for name in (MODEL_FILE, STATE_FILE):
         _fsync_file(temporary / name)
+    manifest = {"format": FORMAT,
+                "sha256": {name: file_sha256(temporary / name) for name in (MODEL_FILE, STATE_FILE)}}
+    (temporary / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _fsync_file(temporary / MANIFEST_FILE)
     _fsync_dir(temporary)
     if final.exists():
         shutil.rmtree(final)
@@ -76,6 +85,37 @@ def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, ru
     for old in list_checkpoints(checkpoints_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_against_manifest(path: Path) -> None:
+    """CheckpointError if ``path`` (a checkpoint's model or state file) differs from the sha256 its directory's
+    manifest recorded. Checkpoints written before manifests existed have none and are not checked."""
+    manifest_path = Path(path).parent / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return
+    try:
+        expected = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"][Path(path).name]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{manifest_path} is unreadable or does not list {Path(path).name}; the checkpoint "
+                              "is damaged: resume from an earlier one or start again") from None
+    if file_sha256(path) != expected:
+        raise CheckpointError(f"{path} does not match the sha256 its checkpoint recorded (truncated or corrupt, or "
+                              "tampered with); refusing to load it. Resume from an earlier checkpoint or start again")
+
+
+def remove_temporary_checkpoints(checkpoints_dir: Path) -> None:
+    """Delete ``.tmp-step-*`` directories a process killed while writing a checkpoint left behind."""
+    if checkpoints_dir.is_dir():
+        for leftover in checkpoints_dir.glob(".tmp-step-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -105,6 +145,7 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
+    verify_against_manifest(path)
     try:
         from safetensors import safe_open
 
@@ -156,6 +197,7 @@ def load_train_state(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
+    verify_against_manifest(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
@@ -166,3 +208,40 @@ def load_train_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a genlab train state")
     return state
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a process trains into it, so two ``--resume`` of one run
+    cannot interleave its checkpoints and metrics. The second gets a CheckpointError naming the holder's pid.
+    The lock is the kernel's (flock), so a killed holder releases it; where flock is missing it is a no-op."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise CheckpointError(f"{self.path.parent} is being trained by another process (pid {holder}); wait for "
+                                  "it to finish or stop it before resuming this run") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing releases the flock
+            self.handle = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import nullcontext
 import time
 import warnings
 from pathlib import Path
@@ -125,6 +126,13 @@ def _fit(config: RunConfig, device: torch.device, dist_info: DistInfo, resume_di
         if write and dist_info.is_main:
             run_dir = run_dir or new_run_dir(config)
     model.to(device)
+    lock = ckpt.RunLock(run_dir) if write and dist_info.is_main and run_dir is not None else nullcontext()
+    with lock:
+        return _train_into(config, model, data, device, dist_info, run_dir, state, write, extra_callbacks)
+
+
+def _train_into(config: RunConfig, model, data: DataBundle, device: torch.device, dist_info: DistInfo,
+                run_dir: Path | None, state: dict | None, write: bool, extra_callbacks: list) -> FitOutcome:
     if write and dist_info.is_main and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(config.to_dict()), encoding="utf-8")

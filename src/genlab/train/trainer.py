@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -15,7 +17,7 @@ import torch
 
 from genlab.config import OptimConfig, RunConfig
 from genlab.data.datasets import DataBundle
-from genlab.errors import CheckpointError, TrainingError
+from genlab.errors import CheckpointError, TrainingError, TrainingInterrupted
 from genlab.models.base import SINGLE_OPTIMIZER, GenerativeModel
 from genlab.train.distributed import DistInfo, all_ranks_agree, gather_to_rank_zero
 
@@ -336,7 +338,33 @@ class Trainer:
         self.last_val = logs
         return logs
 
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        """SIGINT / SIGTERM: finish the current step, checkpoint, stop. A second signal stops at once."""
+        self.interrupted = signum
+        self.stop_requested = True
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    def _catch_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread (e.g. not in the studio)
+        return {signum: signal.signal(signum, self._request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
     def fit(self) -> None:
+        self.interrupted: int | None = None
+        previous = self._catch_signals()
+        try:
+            self._fit()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if self.interrupted is not None:
+            name = signal.Signals(self.interrupted).name
+            where = f"checkpoint {self.last_checkpoint} written" if self.last_checkpoint else "no checkpoint written"
+            resume = f"; resume with: genlab train --resume {self.run_dir}" if self.run_dir is not None else ""
+            raise TrainingInterrupted(f"{name} at step {self.step} (epoch {self.epoch}); {where}{resume}",
+                                      128 + self.interrupted)
+
+    def _fit(self) -> None:
         self._emit("on_fit_start")
         try:
             while not self.finished:
