@@ -154,3 +154,25 @@ def test_an_interrupt_inside_python_raises_a_typed_error_after_the_checkpoint(ti
         fit(tiny_config(tiny_images, tmp_path), extra_callbacks=(Interrupt(),))
     assert caught.value.exit_code == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is given back"
+
+
+def test_a_huge_learning_rate_is_caught_though_the_loss_stays_finite_and_never_checkpointed(tiny_images, tmp_path):
+    from genlab.errors import TrainingError
+
+    run_dir = train(tiny_config(tiny_images, tmp_path, "train.max_steps=10"))
+    with pytest.raises(TrainingError, match=r"diverged: the parameters' norm grew .*step-000000010, was kept"):
+        train(tiny_config(tiny_images, tmp_path, "train.max_steps=40", "optim.lr=1e9", "train.log_every=5",
+                          "train.checkpoint_every=5"), resume_dir=run_dir)
+    assert ckpt.latest_checkpoint(run_dir).name == "step-000000010", "the diverged state was not saved"
+
+
+def test_a_plain_resume_after_a_diverged_one_continues_with_the_last_good_config(tiny_images, tmp_path):
+    from genlab.cli import main
+
+    run_dir = train(tiny_config(tiny_images, tmp_path, "train.max_steps=10"))
+    assert main(["train", "--resume", str(run_dir), "--set", "optim.lr=1e9", "--set", "train.max_steps=40",
+                 "--set", "train.log_every=5"]) == 1
+    assert load_yaml(run_dir / "config.yaml")["optim"]["lr"] == 1e9  # what the diverged start wrote
+    assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=20"]) == 0
+    assert ckpt.latest_checkpoint(run_dir).name == "step-000000020"
+    assert load_yaml(run_dir / "config.yaml")["optim"]["lr"] == 0.05

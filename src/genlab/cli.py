@@ -147,9 +147,9 @@ def _train_config(args):
     from genlab.config import apply_overrides, build_run_config, load_yaml
 
     if args.resume:
-        from genlab.train.run import load_run_config
+        from genlab.train.run import resume_config
 
-        data = load_run_config(Path(args.resume))
+        data = resume_config(Path(args.resume))
         if args.model and args.model != data.get("model_name"):
             raise ConfigError(f"--resume {args.resume} is a {data.get('model_name')} run, not {args.model}")
     else:

@@ -307,6 +307,8 @@ class TrainConfig:
     num_samples: int = 64
     checkpoint_every: int = 0  # steps between checkpoints; 0: once per epoch
     checkpoint_minutes: float = 10.0  # also a checkpoint after this many minutes of wall time; 0: off
+    # Stop (diverged) when the weights' norm exceeds this many times its value at the start; 0: off.
+    max_param_growth: float = 1000.0
     keep_last: int = 2
     validate: bool = True
     progress: bool = True
@@ -327,6 +329,8 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _check(self.checkpoint_minutes >= 0,
                f"train.checkpoint_minutes must be >= 0 (0: off), got {self.checkpoint_minutes}")
+        _check(self.max_param_growth == 0 or self.max_param_growth > 1,
+               f"train.max_param_growth must be > 1 (or 0: off), got {self.max_param_growth}")
         _check(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
         _check(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
         _check(self.judge_every >= 0, f"train.judge_every must be >= 0 (0: off), got {self.judge_every}")

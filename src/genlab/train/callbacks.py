@@ -250,6 +250,7 @@ class CheckpointCallback(Callback):
 
             raise TrainingError(f"parameters {', '.join(bad[:3])} became non-finite at step {trainer.step}; not "
                                 f"saving them; {trainer.checkpoint_kept()}. Lower optim.lr and resume.")
+        trainer.check_parameters()  # a diverged state never becomes the latest checkpoint
         state = trainer.state_dict()  # under DDP a collective, so every rank gets here
         if self.checkpoints_dir is not None:
             trainer.last_checkpoint = ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model,

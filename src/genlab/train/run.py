@@ -54,6 +54,19 @@ def load_run_config(run_dir: Path) -> dict:
     return load_yaml(path)
 
 
+def resume_config(run_dir: Path) -> dict:
+    """The config to continue ``run_dir`` with: the one stored in its newest checkpoint, which trained the state
+    being resumed (config.yaml is rewritten by every start, also by one that then diverged); config.yaml when
+    the run has no checkpoint yet."""
+    load_run_config(run_dir)  # a clear error for a directory that is not a run
+    try:
+        latest = ckpt.latest_checkpoint(Path(run_dir))
+    except CheckpointError:
+        return load_run_config(run_dir)
+    _, config = ckpt.read_model_file(latest / ckpt.MODEL_FILE)
+    return config
+
+
 def build_model(config: RunConfig, data: DataBundle):
     """Adapt the model config to the data (input size, vocabulary) and build the model."""
     entry = registry.get(config.model_name)

@@ -364,7 +364,29 @@ class Trainer:
             raise TrainingInterrupted(f"{name} at step {self.step} (epoch {self.epoch}); {where}{resume}",
                                       128 + self.interrupted)
 
+    def _parameter_norm(self) -> float:
+        with torch.no_grad():
+            squares = [p.detach().float().square().sum() for p in self.model.parameters()]
+            return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+
+    def check_parameters(self) -> None:
+        """TrainingError when the weights became non-finite or grew more than ``train.max_param_growth`` times
+        their norm at the start of this fit: divergence that a finite loss does not show (lr = 1e9)."""
+        norm = self._parameter_norm()
+        growth = self.config.train.max_param_growth
+        start = max(self._start_param_norm, 1.0)
+        if not math.isfinite(norm):
+            problem = "the parameters became non-finite"
+        elif growth > 0 and norm > growth * start:
+            problem = (f"the parameters' norm grew to {norm:.4g}, over train.max_param_growth = {growth:g} times "
+                       f"its {self._start_param_norm:.4g} at the start")
+        else:
+            return
+        raise TrainingError(f"training diverged: {problem} at step {self.step}; training stopped; "
+                            f"{self.checkpoint_kept()}. Lower optim.lr (or enable optim.grad_clip) and resume.")
+
     def _fit(self) -> None:
+        self._start_param_norm = self._parameter_norm()
         self._emit("on_fit_start")
         try:
             while not self.finished:
@@ -381,6 +403,8 @@ class Trainer:
                     if self.batch_in_epoch >= self.steps_per_epoch:
                         self.epoch += 1
                         self.batch_in_epoch = 0
+                    if self.step % self.config.train.log_every == 0:
+                        self.check_parameters()  # before any callback could checkpoint a diverged state
                     self._emit("on_step_end", logs)
                     if self.dist.enabled:  # one rank's stop (its wall-clock budget) stops all at the same step
                         self.stop_requested = not all_ranks_agree(not self.stop_requested, self.device)
