@@ -176,3 +176,43 @@ def test_a_plain_resume_after_a_diverged_one_continues_with_the_last_good_config
     assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=20"]) == 0
     assert ckpt.latest_checkpoint(run_dir).name == "step-000000020"
     assert load_yaml(run_dir / "config.yaml")["optim"]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "rbm", "--seed", str(2**70)], "a seed must be in"),
+    (["sample", "RUN", "--seed", "-1"], "a seed must be in"),
+])
+def test_bad_seeds_are_one_line(args, message, capsys):
+    from genlab.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_naming_a_file_and_bad_sample_outputs_are_refused_before_any_work(tiny_images, tmp_path, capsys):
+    from genlab.cli import main
+
+    existing = tmp_path / "a-file"
+    existing.write_text("x")
+    assert main(["train", "rbm", "--dataset", str(tiny_images), "--out", str(existing)]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    run_dir = train(tiny_config(tiny_images, tmp_path / "runs", "train.max_steps=2"))
+    for out, message in ((tmp_path, "name a .png file"), (tmp_path / "x.jpeg", "name a .png file")):
+        assert main(["sample", str(run_dir), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["sample", str(run_dir), "--n", "100000000"]) == 2
+    assert "at most 10000 images" in capsys.readouterr().err
+
+
+def test_training_into_a_log_file_prints_progress_lines_and_curves_png_is_written(tiny_images, tmp_path):
+    args = [sys.executable, "-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out",
+            str(tmp_path), "--epochs", "1",
+            *["train.progress=true" if a == "train.progress=false" else a for a in RBM_ARGS]]
+    code = ("import sys, genlab.train.callbacks as c; c.ProgressCallback.__init__.__defaults__ = (True, 0.0); "
+            "from genlab.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, *args[3:]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "[genlab] step 1/28 (epoch 1/1)" in result.stderr and "min left" in result.stderr
+    (run_dir,) = list(tmp_path.glob("rbm-*"))
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -50,6 +50,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    from genlab.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2^63), got {value}")
+    return value
+
+
+MAX_GRID_IMAGES = 10_000  # a PNG grid of more is unreadable (and 10^8 images would need hundreds of GB)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="genlab", description="Train, sample, evaluate and compare classic generative models.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -63,7 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
     train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=_seed)
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--data-dir", help="where the datasets are (default: $GENLAB_DATA, cache, download)")
     train.add_argument("--out", help="parent directory of run directories (default: runs)")
@@ -73,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run", help="run directory (or a checkpoint directory)")
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (images)")
     sample.add_argument("--out", help="output PNG for images (default RUN/samples/sample.png)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="auto")
     sample.add_argument("--steps", type=_positive_int, help="sampler steps (Gibbs / Langevin)")
     sample.add_argument("--label", type=int, help="class label to clamp (DBN) or to condition on (cgan, acgan)")
@@ -92,7 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="test metrics of a trained run")
     evaluate.add_argument("run")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
@@ -177,6 +192,10 @@ def _cmd_train(args) -> int:
     config = _train_config(args)
     run_dir = fit(config, resume_dir=Path(args.resume) if args.resume else None,
                   extra_callbacks=tuple(health_callbacks(config))).run_dir
+    if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
+        from genlab.viz.plots import plot_metrics
+
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")
     if run_dir is not None:
         print(f"run directory: {run_dir}")
     return 0
@@ -208,9 +227,13 @@ def _cmd_sample(args) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
+    out = Path(args.out) if args.out else Path(args.run) / "samples" / "sample.png"
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: samples of images are written as a .png grid; name a .png file")
+    if args.n > MAX_GRID_IMAGES:
+        raise ConfigError(f"--n {args.n}: a grid holds at most {MAX_GRID_IMAGES} images; draw fewer")
     with torch.no_grad():
         images = model.sample(args.n, generator=generator, **options)
-    out = Path(args.out) if args.out else Path(args.run) / "samples" / "sample.png"
     low, high = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
     save_grid(images, out, value_range=(low, high))
     print(f"wrote {len(images)} samples to {out}")

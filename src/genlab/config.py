@@ -20,6 +20,7 @@ import yaml
 from genlab.errors import ConfigError
 
 _NONE_WORDS = {"none", "null", "~", ""}
+MAX_SEED = 2**63  # torch's generators take seeds below this
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -322,6 +323,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        _check(0 <= self.seed < MAX_SEED, f"train.seed must be in [0, 2^63), got {self.seed}")
         _check(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
         _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         _check(self.sample_every >= 0, f"train.sample_every must be >= 0, got {self.sample_every}")
@@ -338,6 +340,8 @@ class TrainConfig:
                f"train.judge_samples must be in [10, 10000], got {self.judge_samples}")
         _check(0.0 <= self.min_class_entropy <= 5.0,
                f"train.min_class_entropy must be in [0, 5] nats (0: never stop), got {self.min_class_entropy}")
+        _check(not Path(self.out_dir).exists() or Path(self.out_dir).is_dir(),
+               f"train.out_dir (--out) {self.out_dir} is a file, not a directory; name a directory for the runs")
         _check(self.device == "auto" or self.device.split(":")[0] in {"cpu", "cuda", "mps"},
                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

@@ -41,10 +41,13 @@ def json_safe(value: Any) -> Any:
 
 
 class ProgressCallback(Callback):
-    """A tqdm bar per epoch; off when stderr is not a terminal."""
+    """A tqdm bar per epoch on a terminal; elsewhere (a log file, nohup) a line every ``every_s`` seconds."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, every_s: float = 30.0):
         self.enabled = enabled and sys.stderr.isatty()
+        self.lines = enabled and not self.enabled
+        self.every_s = every_s
+        self.last_line = time.monotonic()
         self.bar = None
 
     def on_epoch_start(self, trainer) -> None:
@@ -61,6 +64,13 @@ class ProgressCallback(Callback):
             self.bar.update(1)
             if trainer.step % 10 == 0:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
+        elif self.lines and time.monotonic() - self.last_line >= self.every_s:
+            self.last_line = time.monotonic()
+            total = trainer.total_steps
+            rate = trainer.step / trainer.elapsed if trainer.elapsed > 0 else 0.0
+            left = f", about {(total - trainer.step) / rate / 60:.1f} min left" if rate > 0 else ""
+            print(f"[genlab] step {trainer.step}/{total} (epoch {trainer.epoch + 1}/{trainer.config.train.epochs}) "
+                  f"loss {logs['loss']:.4g}{left}", file=sys.stderr, flush=True)
 
     def on_epoch_end(self, trainer, val_logs) -> None:
         self._close()
