@@ -411,7 +411,12 @@ def test_dbn_chain_with_a_clamped_label(client, studio_runs):
         pytest.skip("this DBN's sample_chain takes no label")
     response = client.get("/api/chain", params={"run": run, "n": 2, "steps": 10, "every": 5, "label": 1})
     assert response.status_code == 200, response.text
-    assert_error(client.get("/api/chain", params={"run": run, "label": 999}), 400)
+    assert_error(client.get("/api/chain", params={"run": run, "label": 999}), 422, "out of range")
+
+
+def test_a_label_for_a_chain_that_takes_none_is_a_422(client, studio_runs):
+    # Was an HTTP 500 (the RBM's sample_chain got an unexpected keyword).
+    assert_error(client.get("/api/chain", params={"run": studio_runs.get("rbm"), "label": 3}), 422, "takes no label")
 
 
 # ---------------------------------------------------------------------- Hopfield

@@ -411,6 +411,14 @@ def chain(loaded: LoadedRun, *, n: int, steps: int, every: int, start: str, inde
     the chains' divergence from one start is visible). ``label`` is passed as ``label=`` (a DBN clamps it).
     """
     loaded.require("chain")
+    if label is not None:
+        count = label_count(loaded)
+        if count == 0:
+            raise StudioError(422, f"run {loaded.run.name} ({loaded.model_name}) takes no label: its chains are "
+                                   "not class-conditional; leave the label out")
+        if not 0 <= label < count:
+            raise StudioError(422, f"label {label} is out of range: run {loaded.run.name} knows labels "
+                                   f"0..{count - 1}")
     init = None
     if start == "test":
         init = loaded.example("test", index).expand(n, *loaded.example("test", index).shape[1:]).clone()
@@ -602,13 +610,18 @@ def signs_to_text(units: list[int]) -> str:
 # ---------------------------------------------------------------------- model facts for the page
 
 
-def num_labels(loaded: LoadedRun) -> int:
-    """How many labels a label-clamping chain accepts: the model config's label count, else the data's 10."""
+def label_count(loaded: LoadedRun) -> int:
+    """The number of labels the model's config says it takes (a DBN's n_labels); 0 for a model without labels."""
     for key in ("n_labels", "num_labels", "num_classes", "n_classes"):
         value = getattr(loaded.model.config, key, None)
         if isinstance(value, int) and value > 0:
             return value
-    return 10
+    return 0
+
+
+def num_labels(loaded: LoadedRun) -> int:
+    """How many labels a label-clamping chain accepts: the model config's label count, else the data's 10."""
+    return label_count(loaded) or 10
 
 
 def vocab_size(loaded: LoadedRun) -> int:
