@@ -204,6 +204,17 @@ def test_run_names_cannot_escape_the_runs_directory(client, name):
     assert isinstance(response.json()["detail"], str)
 
 
+def test_a_symlink_to_a_run_inside_the_runs_directory_lists_that_run_once_by_its_real_name(client, studio_runs):
+    real = studio_runs.get("rbm")
+    link = studio_runs.root / "alias-of-rbm"
+    os.symlink(studio_runs.path("rbm"), link)
+    try:
+        names = [r["name"] for r in client.get("/api/runs").json()["runs"]]
+        assert names.count(real) == 1 and "alias-of-rbm" not in names
+    finally:
+        link.unlink()
+
+
 def test_symlinks_out_of_the_runs_directory_are_refused_and_not_listed(client, studio_runs, tmp_path):
     outside = tmp_path / "outside-run"
     outside.mkdir()

@@ -87,7 +87,7 @@ class RunsIndex:
 
     def names(self) -> list[str]:
         """Run names below the root (depth <= 2), newest first by directory modification time."""
-        found: list[tuple[float, str]] = []
+        found: list[tuple[float, str, Path, bool]] = []
 
         def walk(directory: Path, prefix: str, depth: int) -> None:
             try:
@@ -105,12 +105,16 @@ class RunsIndex:
                 if not inside:
                     continue  # a symlink leading out of the runs directory is not listed (nor served)
                 if self._is_run(child):
-                    found.append((child.stat().st_mtime, name))
+                    found.append((child.stat().st_mtime, name, child.resolve(), child.is_symlink()))
                 elif depth < _MAX_DEPTH:
                     walk(child, name + "/", depth + 1)
 
         walk(self.root, "", 1)
-        return [name for _, name in sorted(found, key=lambda item: (-item[0], item[1]))]
+        # A symlink to a run inside the root names that run again: list each run once, under its real name.
+        chosen: dict[Path, tuple[float, str, Path, bool]] = {}
+        for entry in sorted(found, key=lambda item: (item[3], item[1])):
+            chosen.setdefault(entry[2], entry)
+        return [entry[1] for entry in sorted(chosen.values(), key=lambda item: (-item[0], item[1]))]
 
     def sample_file(self, run: RunRef, filename: str) -> Path:
         """A PNG/GIF in the run's ``samples/`` folder, checked like a run name."""
