@@ -216,3 +216,16 @@ def test_training_into_a_log_file_prints_progress_lines_and_curves_png_is_writte
     assert "[genlab] step 1/28 (epoch 1/1)" in result.stderr and "min left" in result.stderr
     (run_dir,) = list(tmp_path.glob("rbm-*"))
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_long_evaluation_without_a_terminal_prints_progress_with_the_time_left_and_a_hint(capsys):
+    from genlab.eval.ais import ais_log_partition, default_betas
+    from genlab.progress import Progress
+
+    torch.manual_seed(0)
+    W, b, c = torch.randn(6, 10) * 0.1, torch.zeros(10), torch.zeros(6)
+    betas = default_betas(1000)
+    progress = Progress(len(betas) - 1, "AIS temperature", every_s=0.0, terminal=False, hint="--option ais_runs=N")
+    ais_log_partition(W, b, c, torch.zeros(10), betas, 4, torch.Generator().manual_seed(0), progress=progress)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[genlab] AIS")]
+    assert len(lines) >= 5 and "min left" in lines[-1] and "--option ais_runs=N" in lines[-1]

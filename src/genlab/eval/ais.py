@@ -99,7 +99,7 @@ def _log_partition_base(base_visible_logits: Tensor, n_hidden: int) -> float:
 @torch.no_grad()
 def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_visible_logits: Tensor,
                       betas: Sequence[float] | Tensor, n_runs: int,
-                      generator: torch.Generator | None = None) -> tuple[float, Tensor]:
+                      generator: torch.Generator | None = None, progress=None) -> tuple[float, Tensor]:
     """Estimate log Z of an RBM by annealed importance sampling (Salakhutdinov & Murray 2008).
 
     Args:
@@ -109,6 +109,7 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_visible_logits: Tens
         betas: inverse temperatures, non-decreasing from 0 to 1, e.g. :func:`default_betas`.
         n_runs: independent annealing runs, simulated in parallel as rows of a matrix.
         generator: RNG for the Bernoulli draws (``None``: the global RNG).
+        progress: a :class:`genlab.progress.Progress` told of each temperature done (optional).
 
     Returns:
         ``(log_z, log_weights)``: the estimate ``log Z_A + logsumexp(log w) - log(n_runs)`` as a float, and the
@@ -144,6 +145,8 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_visible_logits: Tens
             # Gibbs transition leaving p_β invariant: h ~ σ(β(c + Wv)), v ~ σ(b_A + β(b - b_A + Wᵀh)).
             h = bernoulli(scaled.sigmoid_(), generator)
             v = bernoulli(torch.addmm(base + beta * delta_b, h, W, alpha=beta).sigmoid_(), generator)
+        if progress is not None and k % 100 == 0:
+            progress.update(k)
     log_weights = log_w + _log_partition_base(base, n_hidden)
     log_z = float(torch.logsumexp(log_weights, 0)) - math.log(n_runs)
     return log_z, log_weights.cpu()

@@ -37,6 +37,7 @@ from genlab.eval.ais import (
     exact_log_partition,
 )
 from genlab.models.base import DataInfo, GenerativeModel
+from genlab.progress import Progress
 from genlab.registry import register
 
 # Pixel marginals are clamped before taking logits, so all-black border pixels get a finite (large negative) bias.
@@ -450,8 +451,15 @@ class RBM(GenerativeModel):
         if runs > 0:
             if generator is None:
                 generator = self._fixed_generator(0)
-            log_z, log_weights = ais_log_partition(self.W, self.b, self.c, self.base_rate_logits,
-                                                   default_betas(n_betas), runs, generator)
+            betas = default_betas(n_betas)
+            progress = Progress(len(betas) - 1, f"AIS log Z ({runs} runs, {self.config.n_hidden} hidden), "
+                                "temperature", hint="fewer runs or temperatures are faster and less exact: "
+                                "--option ais_runs=N --option ais_betas=N")
+            try:
+                log_z, log_weights = ais_log_partition(self.W, self.b, self.c, self.base_rate_logits, betas, runs,
+                                                       generator, progress=progress)
+            finally:
+                progress.close()
             lower, upper = ais_confidence(log_weights)
             result.update(log_z_ais=log_z, log_z_ais_lower=lower, log_z_ais_upper=upper,
                           ais_runs=float(runs), ais_betas=float(n_betas))

@@ -45,9 +45,13 @@ class ProgressCallback(Callback):
 
     def __init__(self, enabled: bool = True, every_s: float = 30.0):
         self.enabled = enabled and sys.stderr.isatty()
-        self.lines = enabled and not self.enabled
-        self.every_s = every_s
-        self.last_line = time.monotonic()
+        self.lines = None
+        if enabled and not self.enabled:
+            from genlab.progress import Progress
+
+            self.lines = lambda total, initial: Progress(total, "step", every_s=every_s, terminal=False,
+                                                          initial=initial)
+        self.log = None
         self.bar = None
 
     def on_epoch_start(self, trainer) -> None:
@@ -64,13 +68,11 @@ class ProgressCallback(Callback):
             self.bar.update(1)
             if trainer.step % 10 == 0:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
-        elif self.lines and time.monotonic() - self.last_line >= self.every_s:
-            self.last_line = time.monotonic()
-            total = trainer.total_steps
-            rate = trainer.step / trainer.elapsed if trainer.elapsed > 0 else 0.0
-            left = f", about {(total - trainer.step) / rate / 60:.1f} min left" if rate > 0 else ""
-            print(f"[genlab] step {trainer.step}/{total} (epoch {trainer.epoch + 1}/{trainer.config.train.epochs}) "
-                  f"loss {logs['loss']:.4g}{left}", file=sys.stderr, flush=True)
+        elif self.lines is not None:
+            if self.log is None:  # counted from this fit's first step, so a resumed run's estimate holds
+                self.log = self.lines(trainer.total_steps, trainer.step - 1)
+            self.log.update(trainer.step, f"(epoch {trainer.epoch + 1}/{trainer.config.train.epochs}) "
+                                          f"loss {logs['loss']:.4g}")
 
     def on_epoch_end(self, trainer, val_logs) -> None:
         self._close()
