@@ -319,7 +319,7 @@ class Trainer:
         with warnings.catch_warnings():
             # Every schedule follows the trainer's step, also for an optimizer that has not stepped yet (a
             # WGAN-GP generator's first steps come after five critic steps); torch warns about that order.
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             for scheduler in self.schedulers.values():
                 scheduler.step()
         self.last_loss = logs["loss"]
