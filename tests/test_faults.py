@@ -19,7 +19,7 @@ from genlab.train import checkpoint as ckpt
 from genlab.train.callbacks import Callback
 from genlab.train.run import fit, train
 
-RBM_ARGS = ["--device", "cpu", "--set", "data.val_size=64", "--set", "data.batch_size=16", "--set",
+RBM_ARGS = ["--preset", "rbm-quick", "--device", "cpu", "--set", "data.val_size=64", "--set", "data.batch_size=16", "--set",
             "model.n_hidden=12", "--set", "model.persistent=true", "--set", "model.n_chains=16", "--set",
             "model.sample_steps=20", "--set", "optim.name=sgd", "--set", "optim.lr=0.05", "--set",
             "train.progress=false", "--set", "train.threads=1", "--set", "data.binarize=dynamic"]
@@ -164,6 +164,26 @@ def test_a_huge_learning_rate_is_caught_though_the_loss_stays_finite_and_never_c
         train(tiny_config(tiny_images, tmp_path, "train.max_steps=40", "optim.lr=1e9", "train.log_every=5",
                           "train.checkpoint_every=5"), resume_dir=run_dir)
     assert ckpt.latest_checkpoint(run_dir).name == "step-000000010", "the diverged state was not saved"
+
+
+def test_an_rbm_sees_its_own_divergence_in_reconstruction_error_and_free_energy_gap(tiny_images, tmp_path):
+    from genlab.errors import TrainingError
+
+    run_dir = train(tiny_config(tiny_images, tmp_path, "train.max_steps=10"))
+    with pytest.raises(TrainingError, match=r"diverged: the reconstruction cross-entropy rose .* base-rate model"):
+        train(tiny_config(tiny_images, tmp_path, "train.max_steps=40", "optim.lr=1e9", "train.log_every=5",
+                          "train.max_param_growth=0", "train.checkpoint_every=5"), resume_dir=run_dir)
+    assert ckpt.latest_checkpoint(run_dir).name == "step-000000010", "the diverged state was not saved"
+
+
+def test_rbm_divergence_check_is_quiet_for_healthy_logs_and_names_each_monitor():
+    from genlab.models.rbm import RBM, RBMConfig
+
+    rbm = RBM(RBMConfig(n_visible=4, n_hidden=3))
+    rbm.base_rate_logits.fill_(0.0)  # a coin per pixel: 4 log 2 = 2.77 nats per image
+    assert rbm.divergence({"recon_ce_nats": 2.0, "cd_gap": 3.0}) is None
+    assert "reconstruction cross-entropy rose to 6" in rbm.divergence({"recon_ce_nats": 6.0, "cd_gap": 0.0})
+    assert "free-energy gap" in rbm.divergence({"recon_ce_nats": 1.0, "cd_gap": -41.0})
 
 
 def test_a_plain_resume_after_a_diverged_one_continues_with_the_last_good_config(tiny_images, tmp_path):

@@ -308,7 +308,8 @@ class TrainConfig:
     num_samples: int = 64
     checkpoint_every: int = 0  # steps between checkpoints; 0: once per epoch
     checkpoint_minutes: float = 10.0  # also a checkpoint after this many minutes of wall time; 0: off
-    # Stop (diverged) when the weights' norm exceeds this many times its value at the start; 0: off.
+    # Stop (diverged) when the weights' norm exceeds this many times its value at the start; 0: off (the model's
+    # own check of its logs, e.g. an RBM's reconstruction error, still runs).
     max_param_growth: float = 1000.0
     keep_last: int = 2
     validate: bool = True

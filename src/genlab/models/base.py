@@ -145,5 +145,11 @@ class GenerativeModel(nn.Module, abc.ABC):
         """Called by the Trainer with the optimizer it steps. Models that roll themselves back after a divergence
         keep it to roll its state (e.g. Adam's moments) back too; the default ignores it."""
 
+    def divergence(self, logs: dict[str, float]) -> str | None:
+        """A sentence naming a divergence this model can see in one training step's ``logs`` (what ``loss``
+        returned) although the loss stayed finite, or None when healthy. The Trainer asks every
+        ``train.log_every`` steps, beside its own parameter-norm check; the default sees nothing."""
+        return None
+
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for per-epoch model state (e.g. annealed sampler settings)."""

@@ -87,7 +87,7 @@ class RBMConfig:
               f"model.exact_max_hidden must be in [0, {_EXACT_LIMIT}], got {self.exact_max_hidden}")
 
 
-@register("rbm", config=RBMConfig, default_dataset="mnist", default_preset="rbm-quick",
+@register("rbm", config=RBMConfig, default_dataset="mnist", default_preset="rbm-mnist",
           description="Bernoulli-Bernoulli RBM trained with CD-k / PCD; test log-likelihood by AIS")
 class RBM(GenerativeModel):
     """Bernoulli-Bernoulli RBM.
@@ -275,6 +275,23 @@ class RBM(GenerativeModel):
             "hidden_mean": float(pos_probs.mean()),
         }
         return loss, logs
+
+    def divergence(self, logs: dict[str, float]) -> str | None:
+        """Diverged when the step's reconstruction is more than twice as costly as the base-rate model's (the
+        RBM's starting point: biases at the pixel marginals' logits, W ≈ 0), or when the free-energy gap
+        between data and negatives exceeds 10 nats per visible unit. Both stay finite at lr = 1e9 while the
+        weights run away; healthy training lowers the first and keeps the second to tens of nats."""
+        recon = logs.get("recon_ce_nats")
+        base = float(-(torch.sigmoid(self.base_rate_logits) * F.logsigmoid(self.base_rate_logits)
+                       + torch.sigmoid(-self.base_rate_logits) * F.logsigmoid(-self.base_rate_logits)).sum())
+        if recon is not None and base > 0.0 and recon > 2.0 * base:
+            return (f"the reconstruction cross-entropy rose to {recon:.4g} nats per image, over twice the "
+                    f"{base:.4g} of the base-rate model the RBM started from")
+        gap = logs.get("cd_gap")
+        if gap is not None and abs(gap) > 10.0 * self.config.n_visible:
+            return (f"the free-energy gap between data and model samples reached {gap:.4g} nats, over 10 per "
+                    f"visible unit")
+        return None
 
     def extra_state(self) -> dict[str, Any]:
         """The PCD chains (n_chains, n_visible) on CPU, so a resumed run continues the same Markov chains."""

@@ -369,9 +369,11 @@ class Trainer:
             squares = [p.detach().float().square().sum() for p in self.model.parameters()]
             return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
 
-    def check_parameters(self) -> None:
+    def check_parameters(self, logs: dict[str, float] | None = None) -> None:
         """TrainingError when the weights became non-finite or grew more than ``train.max_param_growth`` times
-        their norm at the start of this fit: divergence that a finite loss does not show (lr = 1e9)."""
+        their norm at the start of this fit, or when the model sees a divergence in the step's ``logs``
+        (:meth:`GenerativeModel.divergence`, e.g. an RBM's reconstruction worse than no model): divergence that
+        a finite loss does not show (lr = 1e9)."""
         norm = self._parameter_norm()
         growth = self.config.train.max_param_growth
         start = max(self._start_param_norm, 1.0)
@@ -381,7 +383,9 @@ class Trainer:
             problem = (f"the parameters' norm grew to {norm:.4g}, over train.max_param_growth = {growth:g} times "
                        f"its {self._start_param_norm:.4g} at the start")
         else:
-            return
+            problem = self.model.divergence(logs) if logs else None
+            if problem is None:
+                return
         raise TrainingError(f"training diverged: {problem} at step {self.step}; training stopped; "
                             f"{self.checkpoint_kept()}. Lower optim.lr (or enable optim.grad_clip) and resume.")
 
@@ -404,7 +408,7 @@ class Trainer:
                         self.epoch += 1
                         self.batch_in_epoch = 0
                     if self.step % self.config.train.log_every == 0:
-                        self.check_parameters()  # before any callback could checkpoint a diverged state
+                        self.check_parameters(logs)  # before any callback could checkpoint a diverged state
                     self._emit("on_step_end", logs)
                     if self.dist.enabled:  # one rank's stop (its wall-clock budget) stops all at the same step
                         self.stop_requested = not all_ranks_agree(not self.stop_requested, self.device)
