@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from genlab.train import checkpoint as ckpt
+from genlab.training import checkpoint as ckpt
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -253,7 +253,7 @@ def test_results_on_another_device_get_their_own_file_and_both_are_reported(fake
     assert bench.results_filename("rbm-speed", "cuda:1") == "rbm-speed.cuda.json"
     _run(tmp_path, only=["rbm_fake_loglik"])
     # A run on a GPU machine beside the CPU result (the device is resolved before any benchmark runs).
-    monkeypatch.setattr("genlab.train.run.resolve_device", lambda name: name)
+    monkeypatch.setattr("genlab.training.run.resolve_device", lambda name: name)
     code = bench.run_benchmarks("quick", only=["rbm_fake_loglik"], results_dir=tmp_path / "benchmarks" / "results",
                                 report=tmp_path / "BENCHMARKS.md", device="cuda")
     text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_helpers import final_state
 import torch.nn.functional as F
+from checkpoint_helpers import final_state
 
 from genlab.config import DataConfig, apply_overrides, build_run_config
 from genlab.data.datasets import IGNORE_INDEX, build_data
@@ -18,8 +18,8 @@ from genlab.errors import ConfigError, DataError
 from genlab.eval.text import bits_from_nats, chunk_nll, rejoin, stream_nll, text_loss
 from genlab.models.base import DataInfo
 from genlab.models.char_rnn import CharLSTM, CharLSTMConfig, pick_next
-from genlab.train import checkpoint as ckpt
-from genlab.train.run import train
+from genlab.training import checkpoint as ckpt
+from genlab.training.run import train
 
 VOCAB = "\n !',.:;?abcdefghijklmnopqrstuvwxyzRJ"
 LINES = ("romeo: but soft, what light through yonder window breaks?\n"

@@ -24,8 +24,8 @@ from genlab.cli import main
 from genlab.errors import ConfigError
 from genlab.eval.ais import ais_log_partition, default_betas, exact_log_partition
 from genlab.sampling.langevin import CudaGraphLangevin, langevin
-from genlab.train import checkpoint as ckpt
-from genlab.train.run import train
+from genlab.training import checkpoint as ckpt
+from genlab.training.run import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -11,10 +11,16 @@ from genlab.config import apply_overrides, build_run_config
 from genlab.data.datasets import build_data
 from genlab.errors import ConfigError
 from genlab.models.base import DataInfo
-from genlab.models.dbn import DBN, DBNClassifier, DBNClassifierConfig, DBNConfig, sample_softmax
-from genlab.train import checkpoint as ckpt
-from genlab.train.checkpoint import load_model
-from genlab.train.run import train
+from genlab.models.dbn import (
+    DBN,
+    DBNClassifier,
+    DBNClassifierConfig,
+    DBNConfig,
+    sample_softmax,
+)
+from genlab.training import checkpoint as ckpt
+from genlab.training.checkpoint import load_model
+from genlab.training.run import train
 
 
 @pytest.fixture(autouse=True)

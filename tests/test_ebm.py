@@ -9,14 +9,21 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from genlab.cli import main, preset_path
-from genlab.config import DataConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
+from genlab.cli import main
+from genlab.config import (
+    DataConfig,
+    apply_overrides,
+    build_run_config,
+    dump_yaml,
+    load_yaml,
+    preset_path,
+)
 from genlab.errors import ConfigError, DataError, TrainingError
 from genlab.models.base import DataInfo
 from genlab.models.ebm import EBM, EBMConfig, auroc
 from genlab.sampling.replay import ReplayBuffer
-from genlab.train import checkpoint as ckpt
-from genlab.train.run import train
+from genlab.training import checkpoint as ckpt
+from genlab.training.run import train
 
 TINY = {"channels": (4, 8), "kernel_sizes": (3, 3), "strides": (2, 2), "dense": (8,), "langevin_steps": 5,
         "sample_steps": 6, "buffer_size": 64, "step_size": 1.0, "noise_std": 0.01}
@@ -277,8 +284,8 @@ def test_roll_back_restores_the_optimizer_moments_but_keeps_the_learning_rate():
 
 def test_the_trainer_hands_its_optimizer_to_the_model(tiny_images, tmp_path):
     from genlab.data.datasets import build_data
-    from genlab.train.run import build_model
-    from genlab.train.trainer import Trainer
+    from genlab.training.run import build_model
+    from genlab.training.trainer import Trainer
 
     config = tiny_run_config(tiny_images, tmp_path)
     data = build_data(config.data, seed=0)

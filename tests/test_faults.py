@@ -15,9 +15,9 @@ from checkpoint_helpers import final_state
 
 from genlab.config import apply_overrides, build_run_config, load_yaml
 from genlab.errors import CheckpointError, TrainingInterrupted
-from genlab.train import checkpoint as ckpt
-from genlab.train.callbacks import Callback
-from genlab.train.run import fit, train
+from genlab.training import checkpoint as ckpt
+from genlab.training.callbacks import Callback
+from genlab.training.run import fit, train
 
 RBM_ARGS = ["--preset", "rbm-quick", "--device", "cpu", "--set", "data.val_size=64", "--set", "data.batch_size=16", "--set",
             "model.n_hidden=12", "--set", "model.persistent=true", "--set", "model.n_chains=16", "--set",
@@ -126,7 +126,7 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_holder(tiny_imag
 
 
 def test_checkpoints_also_come_by_wall_time(tiny_images, tmp_path, monkeypatch):
-    from genlab.train import callbacks
+    from genlab.training import callbacks
 
     clock = {"now": 0.0}
     monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock["now"])
@@ -218,18 +218,21 @@ def test_out_naming_a_file_and_bad_sample_outputs_are_refused_before_any_work(ti
     assert main(["train", "rbm", "--dataset", str(tiny_images), "--out", str(existing)]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err
     run_dir = train(tiny_config(tiny_images, tmp_path / "runs", "train.max_steps=2"))
-    for out, message in ((tmp_path, "name a .png file"), (tmp_path / "x.jpeg", "name a .png file")):
+    for out in (tmp_path, tmp_path / "x.jpeg"):
         assert main(["sample", str(run_dir), "--out", str(out)]) == 2
-        assert message in capsys.readouterr().err
+        assert ".png grid, or as uint8 arrays in .npz" in capsys.readouterr().err
     assert main(["sample", str(run_dir), "--n", "100000000"]) == 2
-    assert "at most 10000 images" in capsys.readouterr().err
+    assert "a grid holds at most 10000 images" in capsys.readouterr().err
+    assert main(["sample", str(run_dir), "--n", "100000000", "--out", str(tmp_path / "s.npz")]) == 2
+    assert "a sample file holds at most 200000 images" in capsys.readouterr().err
+    assert not (tmp_path / "s.npz").exists()
 
 
 def test_training_into_a_log_file_prints_progress_lines_and_curves_png_is_written(tiny_images, tmp_path):
     args = [sys.executable, "-m", "genlab", "train", "rbm", "--dataset", str(tiny_images), "--out",
             str(tmp_path), "--epochs", "1",
             *["train.progress=true" if a == "train.progress=false" else a for a in RBM_ARGS]]
-    code = ("import sys, genlab.train.callbacks as c; c.ProgressCallback.__init__.__defaults__ = (True, 0.0); "
+    code = ("import sys, genlab.training.callbacks as c; c.ProgressCallback.__init__.__defaults__ = (True, 0.0); "
             "from genlab.cli import main; sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", code, *args[3:]], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

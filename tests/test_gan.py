@@ -17,8 +17,8 @@ from genlab.config import apply_overrides, build_run_config
 from genlab.errors import ConfigError, TrainingError
 from genlab.models import gan
 from genlab.models.base import DataInfo
-from genlab.train import checkpoint as ckpt
-from genlab.train.run import fit, train
+from genlab.training import checkpoint as ckpt
+from genlab.training.run import fit, train
 
 GAN_NAMES = ("dcgan", "wgan-gp", "cgan", "acgan")
 SMALL = {"g_width": 4, "d_width": 4, "z_dim": 8}

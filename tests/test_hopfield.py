@@ -23,8 +23,8 @@ from genlab.models.hopfield import (
     run_recall,
     zero_field_tolerance,
 )
-from genlab.train.checkpoint import load_model
-from genlab.train.run import train
+from genlab.training.checkpoint import load_model
+from genlab.training.run import train
 
 
 @pytest.fixture(autouse=True)

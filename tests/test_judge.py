@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import real_data_dir
+
 from genlab.cli import main
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.eval import judge as J
@@ -315,12 +315,13 @@ class _PaddedSymmetricModel(torch.nn.Module):
 def test_score_a_run_samples_it_in_its_own_range(quick_judge, data, tmp_path, monkeypatch):
     import types
 
-    from genlab.train import checkpoint
+    from genlab.training import checkpoint
 
     J.save_judge(quick_judge, J.judge_path("mnist", quick_judge.info.checksum, tmp_path))
     test_images, _ = J.load_split("mnist", "test", data)
     real = test_images[:300].float() / 255
-    config = types.SimpleNamespace(data=types.SimpleNamespace(dataset="mnist", scale="symmetric"))
+    config = types.SimpleNamespace(data=types.SimpleNamespace(dataset="mnist", scale="symmetric",
+                                                              value_range=(-1.0, 1.0)))
     monkeypatch.setattr(checkpoint, "load_model", lambda path, device: (_PaddedSymmetricModel(real), config))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -329,6 +330,22 @@ def test_score_a_run_samples_it_in_its_own_range(quick_judge, data, tmp_path, mo
     direct = J.sample_quality(quick_judge, real, reference, generator=torch.Generator().manual_seed(0))
     assert from_run.images == 300 and from_run.fd == pytest.approx(direct.fd, rel=1e-5)
     assert from_run.class_counts == direct.class_counts
+
+
+def test_the_public_score_is_the_clis_figures_of_any_array(quick_judge, data, tmp_path):
+    import genlab
+
+    J.save_judge(quick_judge, J.judge_path("mnist", quick_judge.info.checksum, tmp_path))
+    test_images, _ = J.load_split("mnist", "test", data)
+    uint8 = test_images[:300].numpy().astype("uint8")[:, 0]
+    scored = genlab.judge.score(uint8, dataset="MNIST", reference_size=500, data_dir=data, cache_dir=tmp_path)
+    reference = J.reference_set(quick_judge, limit=500, data_dir=data)
+    direct = J.sample_quality(quick_judge, test_images[:300].float() / 255, reference,
+                              generator=torch.Generator().manual_seed(0))
+    assert scored["images"] == 300 and scored["judge_fd"] == pytest.approx(direct.fd, rel=1e-5)
+    assert scored["class_counts"] == direct.class_counts and scored["judge"].startswith("mnist-")
+    with pytest.raises(ConfigError, match="judges for mnist, fashion-mnist only"):
+        genlab.judge.score(uint8, dataset="tinyshakespeare", data_dir=data, cache_dir=tmp_path)
 
 
 @pytest.mark.slow

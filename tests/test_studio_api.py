@@ -1,4 +1,4 @@
-"""The studio's HTTP API against tiny runs trained through the real engine (genlab.train.run.train).
+"""The studio's HTTP API against tiny runs trained through the real engine (genlab.training.run.train).
 
 Each family's run is trained once per session, on first use; a family whose module has not landed is skipped
 with the registry's reason. Correctness is checked against the models themselves: the latent grid is decode(z)
@@ -33,7 +33,7 @@ from genlab.studio import create_app
 from genlab.studio.demo import bars_dataset, tiny_text, train_tiny_run
 from genlab.studio.engine import ModelCache
 from genlab.studio.runs import RunsIndex
-from genlab.train.checkpoint import load_model
+from genlab.training.checkpoint import load_model
 
 # family -> (dataset kind, epochs, extra overrides); tiny and seeded, a few seconds each.
 FAMILIES = {

@@ -16,8 +16,8 @@ from torchrun_helpers import torchrun_two_processes
 
 from genlab.config import apply_overrides, build_run_config
 from genlab.errors import CheckpointError, TrainingError
-from genlab.train import checkpoint as ckpt
-from genlab.train.run import train
+from genlab.training import checkpoint as ckpt
+from genlab.training.run import train
 
 
 def tiny_config(dataset: Path, out: Path, *extra: str):
@@ -72,8 +72,8 @@ def test_stop_and_resume_equals_one_straight_run(tiny_images, tmp_path):
 def test_resume_uses_the_schedule_of_the_resuming_config_from_its_first_step(tiny_images, tmp_path):
     # The optimizer state stores the lr of the schedule that wrote it; a run continued with another schedule (e.g.
     # a decay added for its last epochs) must train its very first resumed step at the new schedule's lr.
-    from genlab.train.run import fit
-    from genlab.train.trainer import lr_factor
+    from genlab.training.run import fit
+    from genlab.training.trainer import lr_factor
 
     partial = train(tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30", "optim.schedule=constant"))
     resumed = tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30", "optim.schedule=step",
@@ -86,8 +86,8 @@ def test_resume_uses_the_schedule_of_the_resuming_config_from_its_first_step(tin
 
 
 def test_resume_with_a_new_learning_rate_trains_at_it(tiny_images, tmp_path):
-    from genlab.train.run import fit
-    from genlab.train.trainer import lr_factor
+    from genlab.training.run import fit
+    from genlab.training.trainer import lr_factor
 
     partial = train(tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30"))
     resumed = tiny_config(tiny_images, tmp_path / "run", "train.max_steps=31", "optim.lr=0.02")
@@ -217,8 +217,8 @@ def test_weights_that_do_not_match_their_config_are_refused(tiny_images, tmp_pat
 
 def test_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tiny_images, tmp_path):
     from genlab.data.datasets import build_data
-    from genlab.train.run import build_model, load_latest_checkpoint
-    from genlab.train.trainer import Trainer
+    from genlab.training.run import build_model, load_latest_checkpoint
+    from genlab.training.trainer import Trainer
 
     config = tiny_config(tiny_images, tmp_path, "train.max_steps=2")
     run_dir = train(config)
@@ -264,7 +264,7 @@ def test_the_logged_lr_is_the_one_each_step_trained_with(tiny_images, tmp_path):
 
 def test_a_run_whose_saved_config_is_no_longer_valid_is_not_resumed_silently(tiny_images, tmp_path):
     from genlab.config import dump_yaml, load_yaml
-    from genlab.train.run import find_resumable_run
+    from genlab.training.run import find_resumable_run
 
     run = train(tiny_config(tiny_images, tmp_path, "train.max_steps=3"))
     config = build_run_config(load_yaml(run / "config.yaml"))  # as adapted to the data, which is what is matched
@@ -297,8 +297,8 @@ def test_two_gloo_processes_stopped_and_resumed_equal_one_straight_run(tiny_imag
 def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_wrote_it():
     from types import SimpleNamespace
 
-    from genlab.train.distributed import DistInfo
-    from genlab.train.trainer import Trainer
+    from genlab.training.distributed import DistInfo
+    from genlab.training.trainer import Trainer
 
     def own(state, **dist):
         return Trainer._own_rank_state(SimpleNamespace(dist=DistInfo(**dist)), state)
@@ -315,7 +315,7 @@ def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_wrote_it():
 
 
 def test_execution_only_model_options_do_not_stop_a_run_from_being_resumed():
-    from genlab.train.run import _learning_settings
+    from genlab.training.run import _learning_settings
 
     base = {"model_name": "ebm", "model": {"step_size": 10.0, "cuda_graphs": False}, "optim": {"lr": 1e-4}}
     graphed = {**base, "model": {"step_size": 10.0, "cuda_graphs": True}}
@@ -333,8 +333,8 @@ def test_a_stop_requested_on_one_process_stops_every_process_at_the_same_step(ti
     script.write_text(f"""
 import torch.distributed as dist
 from genlab.config import apply_overrides, build_run_config
-from genlab.train.callbacks import Callback
-from genlab.train.run import fit
+from genlab.training.callbacks import Callback
+from genlab.training.run import fit
 
 class StopOnRankOne(Callback):
     def on_step_end(self, trainer, logs):
@@ -354,7 +354,7 @@ print(f"stopped at {{outcome.trainer.step}};", flush=True)
 
 
 def test_each_rank_draws_training_noise_no_other_seed_draws():
-    from genlab.train.run import training_noise_seed
+    from genlab.training.run import training_noise_seed
 
     assert training_noise_seed(5, 0) == 5  # one process trains as it always did
     seeds = {(seed, rank): training_noise_seed(seed, rank) for seed in range(50) for rank in range(8)}

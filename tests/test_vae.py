@@ -13,7 +13,7 @@ from genlab.config import apply_overrides, build_run_config, from_dict
 from genlab.errors import ConfigError, DataError
 from genlab.models.base import DataInfo
 from genlab.models.vae import VAE, VAEConfig
-from genlab.train.run import train
+from genlab.training.run import train
 from genlab.viz import latent as latent_viz
 
 SMALL = dict(input_shape=(1, 4, 4), hidden_sizes=(8,), latent_dim=1)
@@ -60,8 +60,7 @@ def test_config_from_yaml_style_dict_and_presets_build():
     config = from_dict(VAEConfig, {"hidden_sizes": "[512]", "latent_dim": "2", "manifold_bounds": [-3, 3]})
     assert config.hidden_sizes == (512,) and config.latent_dim == 2 and config.manifold_bounds == (-3.0, 3.0)
     for preset in ("vae-mlp-mnist", "vae-iwae-mnist", "vae-conv-mnist", "vae-mlp-fashion"):
-        from genlab.cli import preset_path
-        from genlab.config import load_yaml
+        from genlab.config import load_yaml, preset_path
 
         run_config = build_run_config(load_yaml(preset_path(preset)))
         assert run_config.model_name == "vae"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -22,22 +21,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog}: {message}")
-
-
-def preset_path(name: str) -> Path:
-    """A preset by name (``genlab/configs/NAME.yaml``) or by path."""
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        return candidate
-    bundled = resources.files("genlab") / "configs" / f"{name}.yaml"
-    if bundled.is_file():
-        return Path(str(bundled))
-    raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names()) or 'none'}")
-
-
-def preset_names() -> list[str]:
-    folder = resources.files("genlab") / "configs"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def _positive_int(text: str) -> int:
@@ -63,10 +46,13 @@ def _seed(text: str) -> int:
 
 
 MAX_GRID_IMAGES = 10_000  # a PNG grid of more is unreadable (and 10^8 images would need hundreds of GB)
+MAX_ARRAY_IMAGES = 200_000  # about 160 MB of uint8 28x28 images, sampled 10,000 at a time
+MAX_TEXT_SAMPLES = 1000
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="genlab", description="Train, sample, evaluate and compare classic generative models.")
+    parser.add_argument("--version", action="store_true", help="print genlab's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     commands.add_parser("list", help="list models, presets and datasets")
@@ -86,8 +72,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("run", help="run directory (or a checkpoint directory)")
-    sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (images)")
-    sample.add_argument("--out", help="output PNG for images (default RUN/samples/sample.png)")
+    sample.add_argument("--n", type=_positive_int, help="number of samples (default: 64 images, 1 text)")
+    sample.add_argument("--out", help="a .png grid (default RUN/samples/sample.png), or uint8 arrays in .npz "
+                                      "(key images, and labels) or .npy; text: a UTF-8 .txt file")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="auto")
     sample.add_argument("--steps", type=_positive_int, help="sampler steps (Gibbs / Langevin)")
@@ -146,6 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_list(args) -> int:
     from genlab import registry
+    from genlab.config import preset_names
 
     print("models:")
     for entry in registry.entries():
@@ -158,52 +146,35 @@ def _cmd_list(args) -> int:
 
 
 def _train_config(args):
-    from genlab import registry
-    from genlab.config import apply_overrides, build_run_config, load_yaml
+    from genlab.config import compose_run_config
 
+    base = None
     if args.resume:
-        from genlab.train.run import resume_config
+        from genlab.training.run import resume_config
 
-        data = resume_config(Path(args.resume))
-        if args.model and args.model != data.get("model_name"):
-            raise ConfigError(f"--resume {args.resume} is a {data.get('model_name')} run, not {args.model}")
-    else:
-        if not args.model:
-            raise ConfigError("genlab train: name a model (see `genlab list`) or pass --resume RUN")
-        entry = registry.get(args.model)
-        data = {"model_name": entry.name, "data": {"dataset": entry.default_dataset}}
-        preset = args.preset or entry.default_preset
-        if preset:
-            loaded = load_yaml(preset_path(preset))
-            if loaded.get("model_name", entry.name) != entry.name:
-                raise ConfigError(f"preset {preset} is for model {loaded.get('model_name')}, not {entry.name}")
-            for key, value in loaded.items():
-                data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+        base = resume_config(Path(args.resume))
+        if args.model and args.model != base.get("model_name"):
+            raise ConfigError(f"--resume {args.resume} is a {base.get('model_name')} run, not {args.model}")
+    elif not args.model:
+        raise ConfigError("genlab train: name a model (see `genlab list`) or pass --resume RUN")
     flags = {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "train.epochs": args.epochs,
              "train.seed": args.seed, "train.device": args.device, "train.out_dir": args.out}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
-    return build_run_config(apply_overrides(data, overrides))
+    return compose_run_config(args.model, preset=args.preset, overrides=overrides, base=base)
 
 
 def _cmd_train(args) -> int:
-    from genlab.eval.monitor import health_callbacks
-    from genlab.train.run import fit
+    from genlab.api import run_training
 
-    config = _train_config(args)
-    run_dir = fit(config, resume_dir=Path(args.resume) if args.resume else None,
-                  extra_callbacks=tuple(health_callbacks(config))).run_dir
-    if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
-        from genlab.viz.plots import plot_metrics
-
-        plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    if run_dir is not None:
-        print(f"run directory: {run_dir}")
+    run = run_training(_train_config(args), resume_dir=Path(args.resume) if args.resume else None)
+    if run is not None:  # None on the other ranks of a torchrun run: rank 0 writes the run directory
+        print(f"run directory: {run.path}")
     return 0
 
 
 def _load(run: str, device: str):
-    from genlab.train.checkpoint import load_model
-    from genlab.train.run import resolve_device
+    from genlab.training.checkpoint import load_model
+    from genlab.training.run import resolve_device
 
     return load_model(Path(run), resolve_device(device))
 
@@ -211,6 +182,7 @@ def _load(run: str, device: str):
 def _cmd_sample(args) -> int:
     import torch
 
+    from genlab.viz.arrays import ARRAY_SUFFIXES, save_arrays
     from genlab.viz.grid import save_grid
 
     model, config = _load(args.run, args.device)
@@ -222,21 +194,68 @@ def _cmd_sample(args) -> int:
                                  ("top_k", args.top_k), ("unknown", args.unknown)) if v is not None}
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
     if hasattr(model, "stream"):
+        return _sample_text(model, generator, options, args)
+    out = Path(args.out) if args.out else Path(args.run) / "samples" / "sample.png"
+    suffix = out.suffix.lower()
+    if out.is_dir() or suffix not in (".png", *ARRAY_SUFFIXES):
+        raise ConfigError(f"--out {out}: images are written as a .png grid, or as uint8 arrays in .npz (with "
+                          f"labels) or .npy; name such a file")
+    n = args.n or 64
+    limit = MAX_GRID_IMAGES if suffix == ".png" else MAX_ARRAY_IMAGES
+    if n > limit:
+        raise ConfigError(f"--n {n}: a {'grid' if suffix == '.png' else 'sample file'} holds at most {limit} "
+                          f"images; draw fewer (or several files with different --seed)")
+    value_range = config.data.value_range
+    if suffix == ".png":
+        with torch.no_grad():
+            images = model.sample(n, generator=generator, **options)
+        save_grid(images, out, value_range=value_range)
+    else:
+        images, labels = _sample_arrays(model, n, generator, options, value_range)
+        save_arrays(out, images, labels)
+    print(f"wrote {len(images)} samples to {out}")
+    return 0
+
+
+def _sample_arrays(model, n: int, generator, options: dict, value_range) -> tuple:
+    """n images as uint8, drawn in chunks of at most MAX_GRID_IMAGES (the first chunk is what a PNG of that many
+    shows), with the labels they were drawn for (a clamped --label, a conditional GAN's classes) or None."""
+    import numpy as np
+    import torch
+
+    from genlab.viz.arrays import to_uint8
+
+    chunks, labels = [], []
+    for start in range(0, n, MAX_GRID_IMAGES):
+        size = min(MAX_GRID_IMAGES, n - start)
+        with torch.no_grad():
+            chunks.append(to_uint8(model.sample(size, generator=generator, **options), value_range))
+        drawn_for = model.labels_for(size, options.get("label")) if hasattr(model, "labels_for") else None
+        if drawn_for is None and options.get("label") is not None:
+            drawn_for = torch.full((size,), int(options["label"]))
+        if drawn_for is not None:
+            labels.append(drawn_for.cpu().numpy().astype(np.int64))
+    return np.concatenate(chunks), (np.concatenate(labels) if labels else None)
+
+
+def _sample_text(model, generator, options: dict, args) -> int:
+    """Text to stdout as it is generated, or --n texts to a UTF-8 .txt file (separated by blank lines)."""
+    if args.out is None:
         for piece in model.stream(generator=generator, **options):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
-    out = Path(args.out) if args.out else Path(args.run) / "samples" / "sample.png"
-    if out.is_dir() or out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {out}: samples of images are written as a .png grid; name a .png file")
-    if args.n > MAX_GRID_IMAGES:
-        raise ConfigError(f"--n {args.n}: a grid holds at most {MAX_GRID_IMAGES} images; draw fewer")
-    with torch.no_grad():
-        images = model.sample(args.n, generator=generator, **options)
-    low, high = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
-    save_grid(images, out, value_range=(low, high))
-    print(f"wrote {len(images)} samples to {out}")
+    out = Path(args.out)
+    if out.is_dir() or out.suffix.lower() != ".txt":
+        raise ConfigError(f"--out {out}: generated text is written as UTF-8 to a .txt file; name one")
+    n = args.n or 1
+    if n > MAX_TEXT_SAMPLES:
+        raise ConfigError(f"--n {n}: at most {MAX_TEXT_SAMPLES} texts per file")
+    texts = ["".join(model.stream(generator=generator, **options)) for _ in range(n)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+    print(f"wrote {n} text sample(s) to {out}")
     return 0
 
 
@@ -277,29 +296,11 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _cmd_eval(args) -> int:
-    import torch
+    from genlab.api import evaluate
+    from genlab.training.callbacks import json_safe
 
-    from genlab.data.datasets import build_data
-    from genlab.train.callbacks import json_safe
-
-    model, config = _load(args.run, args.device)
-    data_config = config.data
-    if args.data_dir:
-        from dataclasses import replace
-
-        data_config = replace(data_config, data_dir=args.data_dir)
-    data = build_data(data_config, seed=config.train.seed, splits=("val", "test"))
-    device = next(model.parameters()).device
-    test = data.test or data.val
-    if test is None:
-        raise ConfigError(f"{args.run}: its dataset has no test or validation split to evaluate on")
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    batches = ((x.to(device), y.to(device)) for x, y in test)
-    metrics = model.evaluate(batches, generator=generator, **_parse_options(args.options))
-    metrics = {"model": config.model_name, "dataset": config.data.dataset, **metrics}
-    run_dir = Path(args.run)
-    if (run_dir / "config.yaml").is_file():
-        (run_dir / "eval.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
+    metrics = evaluate(args.run, seed=args.seed, device=args.device, data_dir=args.data_dir,
+                       **_parse_options(args.options))
     if args.json:
         print(json.dumps(json_safe(metrics)))
     else:
@@ -336,7 +337,7 @@ def _cmd_serve(args) -> int:
         raise ConfigError(f"genlab serve needs the studio extra ({', '.join(missing)} not installed): "
                           'pip install -e ".[studio]"')
     from genlab.studio import serve
-    from genlab.train.run import resolve_device
+    from genlab.training.run import resolve_device
 
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
@@ -374,7 +375,7 @@ def _add_judge_parser(commands) -> None:
 
 def _cmd_judge(args) -> int:
     from genlab.eval import judge as judge_lib
-    from genlab.train.run import resolve_device
+    from genlab.training.run import resolve_device
 
     if args.judge_action is None:
         raise ConfigError("genlab judge: name an action: train or score")
@@ -392,9 +393,7 @@ def _cmd_judge(args) -> int:
                                      value_range=args.value_range, reference_size=args.reference_size,
                                      data_dir=args.data_dir,
                                      cache_dir=args.cache_dir, device=device)
-    result = {**quality.as_dict(), "images": quality.images, "class_counts": quality.class_counts,
-              "kid_subsets": quality.kid_subsets, "kid_subset_size": quality.kid_subset_size,
-              "reference": quality.reference, "judge": quality.judge}
+    result = quality.summary()
     if args.json:
         print(json.dumps(result))
     else:
@@ -412,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.version:
+            from genlab import __version__
+
+            print(f"genlab {__version__}")
+            return 0
         if not args.command:
             parser.print_help()
             return 2

@@ -12,12 +12,16 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from genlab.errors import ConfigError
+
+NO_PRESET = "none"  # compose_run_config(preset=NO_PRESET): the model's defaults only, not its default preset
+_SECTIONS = ("model", "data", "optim", "train")
 
 _NONE_WORDS = {"none", "null", "~", ""}
 MAX_SEED = 2**63  # torch's generators take seeds below this
@@ -152,21 +156,46 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Return a copy of ``data`` with ``--set`` overrides applied (validated later by from_dict)."""
+def apply_overrides(data: dict, overrides: Sequence[str] | Mapping[str, Any]) -> dict:
+    """Return a copy of ``data`` with overrides applied (validated later by from_dict).
+
+    ``overrides`` is a list of ``--set`` strings (``"optim.lr=1e-3"``, values parsed as YAML scalars) or a
+    mapping from dotted keys to Python values (``{"optim.lr": 1e-3}``, values kept as given; a nested mapping
+    such as ``{"optim": {"lr": 1e-3}}`` means the same)."""
     result = _deep_copy(data)
-    for text in overrides:
-        parts, value = parse_override(text)
+    if isinstance(overrides, Mapping):
+        pairs = [(key.split("."), value, f"{key}={value!r}") for key, value in _flatten(overrides).items()]
+    elif isinstance(overrides, (str, bytes)):
+        raise ConfigError(f"overrides must be a list of KEY=VALUE strings or a mapping, got the string "
+                          f"{overrides!r}; wrap it in a list")
+    else:
+        pairs = [(*parse_override(text), text) for text in overrides]
+    for parts, value, text in pairs:
+        if not all(parts):
+            raise ConfigError(f"override {text!r}: empty key")
         node = result
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: {part!r} is not a section")
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
     return result
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"override keys are dotted strings such as 'optim.lr', got {key!r}")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name in _SECTIONS:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _deep_copy(data: Any) -> Any:
@@ -231,7 +260,17 @@ class DataConfig:
     # ignore_index), so evaluation covers every validation character
     text_val_tail: bool = False
 
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of the images a model sees and samples: (0, 1) for scale=unit, (-1, 1) for symmetric."""
+        return (-1.0, 1.0) if self.scale == "symmetric" else (0.0, 1.0)
+
     def __post_init__(self) -> None:
+        from genlab.data.sources import (
+            dataset_name,  # the data layer's table of names (below config)
+        )
+
+        self.dataset = dataset_name(self.dataset) or self.dataset  # one spelling in config.yaml: MNIST -> mnist
         _check(self.binarize in {"none", "threshold", "dynamic"},
                f"data.binarize must be none, threshold or dynamic, got {self.binarize!r}")
         _check(self.scale in {"unit", "symmetric"}, f"data.scale must be unit or symmetric, got {self.scale!r}")
@@ -321,6 +360,7 @@ class TrainConfig:
     judge_every: int = 0
     judge_samples: int = 500
     min_class_entropy: float = 0.0
+    tensorboard: bool = False  # also write TensorBoard event files under RUN/tensorboard; needs genlab[tensorboard]
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -392,3 +432,56 @@ def build_run_config(data: dict) -> RunConfig:
         optim=optim,
         train=train,
     )
+
+
+def preset_path(name: str | Path) -> Path:
+    """A preset by name (``genlab/configs/NAME.yaml``) or by the path of a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    bundled = resources.files("genlab") / "configs" / f"{name}.yaml"
+    if bundled.is_file():
+        return Path(str(bundled))
+    raise ConfigError(f"unknown preset {str(name)!r}; available: {', '.join(preset_names()) or 'none'}")
+
+
+def preset_names() -> list[str]:
+    """The bundled presets' names (``genlab/configs/*.yaml``)."""
+    folder = resources.files("genlab") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def compose_config(model: str | None = None, *, preset: str | Path | None = None,
+                   overrides: Sequence[str] | Mapping[str, Any] = (), base: dict | None = None) -> dict:
+    """The one composition of a run's config, as a plain dict: the model's defaults, then a preset, then overrides.
+
+    ``preset=None`` takes the model's default preset (``genlab list``), ``NO_PRESET`` none, anything else is a
+    preset name or YAML path whose ``model_name`` must agree with ``model`` (``model`` may be left out when the
+    preset names it). ``base`` (a saved run's config, for resuming) replaces the defaults and the preset.
+    Used by the CLI, the Python API, the benchmarks and the studio alike, so each gets the same run.
+    """
+    from genlab import registry
+
+    if base is not None:
+        if model and base.get("model_name") != model:
+            raise ConfigError(f"that run is a {base.get('model_name')} run, not {model}")
+        return apply_overrides(base, overrides)
+    loaded = load_yaml(preset_path(preset)) if preset not in (None, NO_PRESET) else {}
+    name = model or loaded.get("model_name")
+    if not name:
+        raise ConfigError("name a model (see `genlab list`) or a preset that has a model_name")
+    entry = registry.get(str(name))
+    if preset is None and entry.default_preset:
+        loaded = load_yaml(preset_path(entry.default_preset))
+    if loaded.get("model_name", entry.name) != entry.name:
+        raise ConfigError(f"preset {preset} is for model {loaded.get('model_name')}, not {entry.name}")
+    data: dict[str, Any] = {"model_name": entry.name, "data": {"dataset": entry.default_dataset}}
+    for key, value in loaded.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return apply_overrides(data, overrides)
+
+
+def compose_run_config(model: str | None = None, *, preset: str | Path | None = None,
+                       overrides: Sequence[str] | Mapping[str, Any] = (), base: dict | None = None) -> RunConfig:
+    """:func:`compose_config`, validated into a :class:`RunConfig`."""
+    return build_run_config(compose_config(model, preset=preset, overrides=overrides, base=base))

@@ -24,7 +24,7 @@ from torch import Tensor
 from genlab.bench import BenchContext, benchmark
 from genlab.errors import ConfigError
 from genlab.models.char_rnn import CharLSTM, CharLSTMConfig
-from genlab.train.callbacks import WallClockBudget
+from genlab.training.callbacks import WallClockBudget
 
 NANOGPT_CHAR = {"value": 1.47, "source": "nanoGPT shakespeare-char val loss (GPU transformer, nats/char)",
                 "higher_is_better": False}
@@ -165,11 +165,11 @@ def calibrated_epochs(seconds_per_step: float, steps_per_epoch: int, budget_s: f
 def train_with_budget(config, budget_s: float, *, calibrate_steps: int = 20) -> dict[str, Any]:
     """Train ``config`` for at most ``budget_s`` seconds, choosing the epochs from a short timing of the real model
     so that the learning-rate schedule completes in the budget; then evaluate the whole validation split."""
-    from genlab.data.datasets import build_data
-    from genlab.train.callbacks import default_callbacks
-    from genlab.train.run import build_model, new_run_dir, resolve_device
-    from genlab.train.trainer import Trainer, build_optimizer, seed_everything
     from genlab.config import dump_yaml
+    from genlab.data.datasets import build_data
+    from genlab.training.callbacks import default_callbacks
+    from genlab.training.run import build_model, new_run_dir, resolve_device
+    from genlab.training.trainer import Trainer, build_optimizer, seed_everything
 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -222,14 +222,13 @@ def train_with_budget(config, budget_s: float, *, calibrate_steps: int = 20) -> 
 @benchmark("char-lstm-shakespeare", suites=("full",),
            description="validation nats/char of char-lstm-shakespeare after <= 30 min of 2-core CPU training")
 def char_shakespeare(ctx: BenchContext) -> list[dict]:
-    from genlab.cli import preset_path
-    from genlab.config import apply_overrides, build_run_config, load_yaml
+    from genlab.config import compose_run_config
 
     overrides = [f"train.device={ctx.device}", "train.progress=false", f"train.out_dir={ctx.work_dir}",
                  f"train.threads={torch.get_num_threads()}"]
     if ctx.data_dir:
         overrides.append(f"data.data_dir={ctx.data_dir}")
-    config = build_run_config(apply_overrides(load_yaml(preset_path("char-lstm-shakespeare")), overrides))
+    config = compose_run_config(preset="char-lstm-shakespeare", overrides=overrides)
     budget_s = ctx.budget(FULL_BUDGET_S)
     result = train_with_budget(config, budget_s)
     ctx.notes.append(

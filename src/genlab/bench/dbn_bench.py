@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.bench import BenchContext, benchmark
-from genlab.config import DataConfig, apply_overrides, build_run_config
+from genlab.config import DataConfig, compose_run_config
 
 HINTON2006 = {"value": 1.25, "source": "Hinton, Osindero & Teh 2006", "higher_is_better": False}
 RECOGNITION_TARGET = {"value": 90.0, "source": "target: >= 90%", "higher_is_better": True}
@@ -31,13 +31,10 @@ Predictor = Callable[[Tensor], Tensor]
 
 def preset_config(preset: str, *, work_dir: Path, device: str, data_dir: str | None, overrides: Sequence[str] = ()):
     """The preset's RunConfig with the benchmark's device, output directory and data location."""
-    from genlab.cli import preset_path
-    from genlab.config import load_yaml
-
     flags = [f"train.device={device}", "train.progress=false", f"train.out_dir={work_dir}"]
     if data_dir:
         flags.append(f"data.data_dir={data_dir}")
-    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), flags + list(overrides)))
+    return compose_run_config(preset=preset, overrides=flags + list(overrides))
 
 
 def project_judge(data_dir: str | None) -> tuple[Predictor, float] | None:
@@ -118,8 +115,8 @@ def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | N
     project judge) make a smoke run.
     """
     from genlab.data.datasets import build_data
-    from genlab.train.checkpoint import load_model
-    from genlab.train.run import train
+    from genlab.training.checkpoint import load_model
+    from genlab.training.run import train
 
     config = preset_config(preset, work_dir=Path(work_dir), device=device, data_dir=data_dir, overrides=overrides)
     wall_started, cpu_started = time.perf_counter(), time.process_time()

@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 
 from genlab.bench import BenchContext, benchmark
-from genlab.config import RunConfig, apply_overrides, build_run_config, load_yaml
+from genlab.config import RunConfig, compose_run_config
 from genlab.data.datasets import build_data
-from genlab.train.callbacks import WallClockBudget
-from genlab.train.run import build_model, fit
-from genlab.train.trainer import build_optimizer, seed_everything
+from genlab.training.callbacks import WallClockBudget
+from genlab.training.run import build_model, fit
+from genlab.training.trainer import build_optimizer, seed_everything
 
 SEED_KERAS_STEP = {"value": 4.2, "source": "seed Keras/TF2 eager recipe, same 2-core machine (issue 8)",
                    "higher_is_better": False}
@@ -44,9 +44,7 @@ SAMPLE_STEPS = 1000
 
 
 def preset_config(preset: str = "ebm-mnist", overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    from genlab.cli import preset_path
-
-    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), list(overrides)))
+    return compose_run_config(preset=preset, overrides=list(overrides))
 
 
 def _data_flags(data_dir: str | None) -> list[str]:
@@ -165,7 +163,7 @@ def train_for_budget(budget_s: float, *, work_dir: Path, device: str = "cpu", da
                      ) -> tuple[Any, RunConfig, Any, dict[str, float]]:
     """Train ``ebm-mnist`` (with ``overrides``) until ``budget_s`` seconds of wall-clock time or the preset's
     epochs, whichever comes first. ``resume``: continue the newest run under ``work_dir`` that trains the same
-    thing (:func:`genlab.train.run.find_resumable_run`) from its last checkpoint, so budgets add up; a new run
+    thing (:func:`genlab.training.run.find_resumable_run`) from its last checkpoint, so budgets add up; a new run
     when there is none. Returns (model, config, data bundle, facts) with the run directory in ``model.run_dir``;
     ``facts`` counts steps, epochs and training time over the whole run, and this call's share separately."""
     guard = WallClockBudget(budget_s, time.perf_counter())

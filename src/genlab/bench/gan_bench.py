@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from genlab.bench import BenchContext, benchmark
-from genlab.config import apply_overrides, build_run_config, load_yaml
+from genlab.config import compose_run_config
 from genlab.eval import judge as judge_lib
-from genlab.train.callbacks import WallClockBudget
-from genlab.train.run import fit
+from genlab.training.callbacks import WallClockBudget
+from genlab.training.run import fit
 
 TRAIN_BUDGET_S = 30 * 60.0
 N_SAMPLES = 10_000
@@ -37,9 +37,7 @@ SAMPLES_DIRNAME = "samples"  # beside results/: the kept samples, for anyone's o
 
 
 def preset_config(preset: str, overrides: list[str] | tuple[str, ...] = ()):
-    from genlab.cli import preset_path
-
-    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), list(overrides)))
+    return compose_run_config(preset=preset, overrides=list(overrides))
 
 
 def train_preset_for_budget(preset: str, *, budget_s: float, work_dir: Path, device: str, data_dir: str | None,
@@ -259,9 +257,9 @@ def measure_overhead(config, work_dir: Path, *, steps: int, repeats: int) -> dic
     import dataclasses
 
     from genlab.data.datasets import build_data
-    from genlab.train.callbacks import MetricsCallback
-    from genlab.train.run import build_model
-    from genlab.train.trainer import Trainer, seed_everything
+    from genlab.training.callbacks import MetricsCallback
+    from genlab.training.run import build_model
+    from genlab.training.trainer import Trainer, seed_everything
 
     seed_everything(0)
     data = build_data(config.data, seed=0)
@@ -321,7 +319,7 @@ FAMILY_RUNS = {"rbm": "rbm-loglik", "dbn": "dbn-hinton2006", "vae-mlp": "vae_mlp
 
 def newest_run(work_dir: Path) -> Path | None:
     """The newest run directory with a checkpoint under ``work_dir`` (a benchmark's work folder), or None."""
-    from genlab.train import checkpoint as ckpt
+    from genlab.training import checkpoint as ckpt
 
     runs = [p.parent for p in Path(work_dir).glob("*/config.yaml") if ckpt.list_checkpoints(p.parent / "checkpoints")]
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
@@ -331,14 +329,14 @@ def newest_run(work_dir: Path) -> Path | None:
 def draw_from_run(run_dir: Path, n: int, *, device: str = "cpu", seed: int = 0, batch_size: int = 500):
     """n samples of any image model's newest checkpoint (its own sampler and default steps), on the CPU, with
     the run's value range and its training minutes."""
-    from genlab.train import checkpoint as ckpt
+    from genlab.training import checkpoint as ckpt
 
     model, config = ckpt.load_model(run_dir, device)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     pieces = [model.sample(min(batch_size, n - start), generator=generator).float().cpu()
               for start in range(0, n, batch_size)]
     state = ckpt.load_train_state(ckpt.latest_checkpoint(run_dir) / ckpt.STATE_FILE)
-    value_range = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
+    value_range = config.data.value_range
     return torch.cat(pieces), config, value_range, float(state.get("elapsed", 0.0)) / 60.0
 
 

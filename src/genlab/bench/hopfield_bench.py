@@ -70,8 +70,8 @@ def mnist_recall_records(work_dir: Path, *, device: str = "cpu", data_dir: str |
                          overrides: Sequence[str] = ()) -> tuple[list[dict], list[str]]:
     """Train (store) the ``hopfield-mnist`` preset once per rule and evaluate corrupted-digit recall."""
     from genlab.bench.dbn_bench import preset_config
-    from genlab.train.checkpoint import load_model
-    from genlab.train.run import train
+    from genlab.training.checkpoint import load_model
+    from genlab.training.run import train
 
     records, notes = [], []
     for rule in ("projection", "hebbian"):

@@ -9,24 +9,20 @@ import time
 import torch
 
 from genlab.bench import BenchContext, benchmark
-from genlab.config import apply_overrides, build_run_config
+from genlab.config import NO_PRESET, compose_run_config
 from genlab.data.datasets import build_data
-from genlab.train.run import build_model, train
-from genlab.train.trainer import Trainer, seed_everything
+from genlab.training.run import build_model, train
+from genlab.training.trainer import Trainer, seed_everything
 
 SALAKHUTDINOV_CD25 = {"value": -86.34, "source": "Salakhutdinov & Murray 2008, CD-25, 500 hidden",
                       "higher_is_better": True}
 
 
 def _config(ctx: BenchContext, overrides: list[str], preset: str | None = None):
-    from genlab.cli import preset_path
-    from genlab.config import load_yaml
-
-    base = load_yaml(preset_path(preset)) if preset else {"model_name": "rbm"}
     flags = [f"train.device={ctx.device}", "train.progress=false", f"train.out_dir={ctx.work_dir}"]
     if ctx.data_dir:
         flags.append(f"data.data_dir={ctx.data_dir}")
-    return build_run_config(apply_overrides(base, flags + overrides))
+    return compose_run_config("rbm", preset=preset or NO_PRESET, overrides=flags + overrides)
 
 
 def _genlab_epoch_seconds(ctx: BenchContext, overrides: list[str]):
@@ -119,7 +115,7 @@ def rbm_loglik(ctx: BenchContext) -> list[dict]:
     cpu_started, started = time.process_time(), time.perf_counter()
     run_dir = train(config)
     train_wall, train_cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    from genlab.train.checkpoint import load_model
+    from genlab.training.checkpoint import load_model
 
     model, run_config = load_model(run_dir)
     data = build_data(run_config.data, seed=run_config.train.seed, splits=("test",))

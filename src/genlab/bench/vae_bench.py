@@ -31,11 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.bench import BenchContext, benchmark
-from genlab.config import RunConfig, apply_overrides, build_run_config, dump_yaml, load_yaml
+from genlab.config import RunConfig, compose_run_config, dump_yaml
 from genlab.data.datasets import DataBundle, build_data
-from genlab.train.callbacks import WallClockBudget, MetricsCallback, default_callbacks
-from genlab.train.run import build_model
-from genlab.train.trainer import Trainer, seed_everything
+from genlab.training.callbacks import (
+    MetricsCallback,
+    WallClockBudget,
+    default_callbacks,
+)
+from genlab.training.run import build_model
+from genlab.training.trainer import Trainer, seed_everything
 
 # Burda, Grosse & Salakhutdinov (2015), "Importance weighted autoencoders", Table 1, MNIST, one stochastic layer
 # (784-200-200-50), test NLL estimated with k = 5000.
@@ -52,9 +56,7 @@ CONV_TEST_IMAGES = 200
 
 def run_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """A bundled preset with ``--set``-style overrides applied."""
-    from genlab.cli import preset_path
-
-    return build_run_config(apply_overrides(load_yaml(preset_path(preset)), list(overrides)))
+    return compose_run_config(preset=preset, overrides=list(overrides))
 
 
 # ----------------------------------------------------------------------------------------- trainer overhead
@@ -193,7 +195,7 @@ def _seconds_per_step(model, config: RunConfig, data: DataBundle, steps: int) ->
     """Time ``steps`` training steps of a throwaway copy of ``model`` (after 2 warm-up steps)."""
     import copy
 
-    from genlab.train.trainer import build_optimizer
+    from genlab.training.trainer import build_optimizer
 
     probe = copy.deepcopy(model)
     optimizer = build_optimizer(probe, config.optim)
@@ -243,7 +245,7 @@ def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_sam
         epochs = min(epochs, max_epochs)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
-    from genlab.train.run import new_run_dir
+    from genlab.training.run import new_run_dir
 
     run_dir = new_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)

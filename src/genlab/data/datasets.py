@@ -9,12 +9,13 @@ import torch
 from torch import Tensor
 
 from genlab.config import DataConfig
+from genlab.data.info import DataInfo
 from genlab.data.loader import BatchLoader
+from genlab.data.sources import dataset_name, names_of_kind
 from genlab.errors import DataError
-from genlab.models.base import DataInfo
 
-TEXT_DATASETS = ("tinyshakespeare",)
-IMAGE_DATASETS = ("mnist", "fashion-mnist")
+TEXT_DATASETS = names_of_kind("text")
+IMAGE_DATASETS = names_of_kind("image")
 # Text targets with this value carry no loss: torch.nn.functional.cross_entropy's default ignore_index.
 IGNORE_INDEX = -100
 
@@ -29,6 +30,7 @@ class DataBundle:
 
 def dataset_kind(name: str) -> str:
     """'image' or 'text' from a dataset name or a user file's suffix."""
+    name = dataset_name(name) or name
     if name in IMAGE_DATASETS or Path(name).suffix.lower() in (".npy", ".npz"):
         return "image"
     if name in TEXT_DATASETS or Path(name).suffix.lower() in (".txt", ".md", ".text") or Path(name).is_file():
@@ -114,7 +116,7 @@ def _build_images(cfg: DataConfig, *, seed: int, rank: int, world_size: int, spl
             test_images = _output_scale(_fixed_binarization(_prepare_images(test_raw.images, cfg), cfg, salt=2), cfg)
             test = BatchLoader((test_images, _labels(test_raw.labels, len(test_images))), cfg.batch_size,
                                shuffle=False)
-    low, high = (-1.0, 1.0) if cfg.scale == "symmetric" else (0.0, 1.0)
+    low, high = cfg.value_range
     info = DataInfo(kind="image", shape=tuple(images.shape[1:]),
                     num_classes=int(labels.max()) + 1 if bool((labels >= 0).any()) else 0,
                     value_range=(low, high), binary=cfg.binarize != "none")

@@ -19,7 +19,7 @@ from genlab.data.idx import read_idx
 from genlab.errors import DataError
 
 SPLITS = ("train", "test")
-IMAGE_DATASETS = ("mnist", "fashion-mnist")
+IMAGE_DATASETS = sources.names_of_kind("image")
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -43,19 +43,12 @@ class ImageArrays:
         return tuple(int(d) for d in self.images.shape[1:])  # type: ignore[return-value]
 
 
-def _dataset_name(name_or_path: str | os.PathLike) -> str | None:
-    if not isinstance(name_or_path, str):
-        return None
-    key = name_or_path.strip().lower().replace("_", "-")
-    return key if key in sources.DATASETS else None
-
-
 def load_images(name_or_path: str | os.PathLike, split: str, data_dir: str | os.PathLike | None = None,
                 download: bool = True) -> ImageArrays:
     """Load split ``"train"`` or ``"test"`` of a named dataset (mnist, fashion-mnist) or a .npy/.npz file."""
     if split not in SPLITS:
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    name = _dataset_name(name_or_path)
+    name = sources.dataset_name(name_or_path)
     if name is not None:
         if sources.get_spec(name).kind != "image":
             raise DataError(f"{name} is a {sources.get_spec(name).kind} dataset, not an image dataset; "

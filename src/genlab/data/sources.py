@@ -99,9 +99,23 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def dataset_name(text: object) -> str | None:
+    """The table's name of a dataset however it is spelled (``MNIST``, ``fashion_mnist``, ``Fashion-MNIST``,
+    ``tiny-shakespeare``: any case, with ``-``, ``_`` or neither), or None when ``text`` names none."""
+    if not isinstance(text, str):
+        return None
+    squeezed = text.strip().lower().replace("-", "").replace("_", "")
+    return next((name for name in DATASETS if name.replace("-", "") == squeezed), None)
+
+
+def names_of_kind(kind: str) -> tuple[str, ...]:
+    """The table's datasets of one kind (``image`` or ``text``), in table order."""
+    return tuple(name for name, spec in DATASETS.items() if spec.kind == kind)
+
+
 def get_spec(name: str) -> DatasetSpec:
     """The table entry for dataset ``name``; DataError listing the known names otherwise."""
-    spec = DATASETS.get(name)
+    spec = DATASETS.get(dataset_name(name) or name)
     if spec is None:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     return spec

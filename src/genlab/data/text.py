@@ -13,7 +13,7 @@ from torch import Tensor
 from genlab.data import sources
 from genlab.errors import ConfigError, DataError
 
-TEXT_DATASETS = ("tinyshakespeare",)
+TEXT_DATASETS = sources.names_of_kind("text")
 UNKNOWN_POLICIES = ("error", "skip", "replace")
 _BOM = b"\xef\xbb\xbf"
 
@@ -22,8 +22,8 @@ def load_corpus(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | N
                 download: bool = True) -> str:
     """The text of a named corpus (``tinyshakespeare``) or of a UTF-8 file (gzipped or not)."""
     path: Path
-    key = name_or_path.strip().lower() if isinstance(name_or_path, str) else None
-    if key is not None and key in sources.DATASETS:
+    key = sources.dataset_name(name_or_path)
+    if key is not None:
         spec = sources.get_spec(key)
         if spec.kind != "text":
             raise DataError(f"{key} is an {spec.kind} dataset, not a text corpus; text corpora: "

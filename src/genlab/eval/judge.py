@@ -44,9 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.data.sources import dataset_name, names_of_kind
 from genlab.errors import CheckpointError, ConfigError, DataError
 
-JUDGE_DATASETS = ("mnist", "fashion-mnist")
+JUDGE_DATASETS = names_of_kind("image")  # one judge per image dataset of the table
 NUM_CLASSES = 10
 # Test accuracy each judge must reach (the issue's bar); `genlab judge train` says whether it did.
 TARGET_ACCURACY_PCT = {"mnist": 99.0, "fashion-mnist": 91.0}
@@ -206,8 +207,9 @@ def judge_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return cache_root() / "judges"
 
 
-def _check_dataset(dataset: str) -> str:
-    key = str(dataset).strip().lower().replace("_", "-")
+def check_dataset(dataset: str) -> str:
+    """The canonical name of a dataset that has a judge; ConfigError otherwise."""
+    key = dataset_name(dataset) or str(dataset)
     if key not in JUDGE_DATASETS:
         raise ConfigError(f"genlab has judges for {', '.join(JUDGE_DATASETS)} only, not {dataset!r}")
     return key
@@ -221,7 +223,7 @@ def training_checksum(dataset: str, data_dir: str | os.PathLike | None = None) -
     """
     from genlab.data import sources
 
-    dataset = _check_dataset(dataset)
+    dataset = check_dataset(dataset)
     directory = sources.locate(dataset, data_dir)
     digests = {}
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
@@ -234,7 +236,7 @@ def training_checksum(dataset: str, data_dir: str | os.PathLike | None = None) -
 
 
 def judge_path(dataset: str, checksum: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    return judge_cache_dir(cache_dir) / f"judge-{_check_dataset(dataset)}-{checksum}.safetensors"
+    return judge_cache_dir(cache_dir) / f"judge-{check_dataset(dataset)}-{checksum}.safetensors"
 
 
 def save_judge(judge: Judge, path: str | os.PathLike) -> Path:
@@ -287,7 +289,7 @@ def load_judge(dataset: str, *, data_dir: str | os.PathLike | None = None,
     If none is cached, one is trained now (a few minutes on CPU) and cached when ``train_if_missing``; otherwise
     DataError naming the command that trains it.
     """
-    dataset = _check_dataset(dataset)
+    dataset = check_dataset(dataset)
     checksum, _ = training_checksum(dataset, data_dir)
     path = judge_path(dataset, checksum, cache_dir)
     if path.is_file():
@@ -327,7 +329,7 @@ def train_judge(dataset: str, *, data_dir: str | os.PathLike | None = None, epoc
     first ``max_test`` test images only, for quick checks; such a judge is never written to the cache (it would
     be found instead of the real one).
     """
-    dataset = _check_dataset(dataset)
+    dataset = check_dataset(dataset)
     epochs = DEFAULT_EPOCHS[dataset] if epochs is None else int(epochs)
     if epochs < 1 or batch_size < 1 or (max_train is not None and max_train < batch_size):
         raise ConfigError(f"judge training needs epochs >= 1 and batch_size >= 1 and max_train >= batch_size; "
@@ -561,6 +563,12 @@ class SampleQuality:
                 "class_entropy_nats": self.class_entropy_nats, "judge_fd": self.fd, "judge_kid": self.kid,
                 "judge_kid_stderr": self.kid_stderr}
 
+    def summary(self) -> dict:
+        """:meth:`as_dict` plus the counts and the names of the reference and the judge."""
+        return {**self.as_dict(), "images": self.images, "class_counts": self.class_counts,
+                "kid_subsets": self.kid_subsets, "kid_subset_size": self.kid_subset_size,
+                "reference": self.reference, "judge": self.judge}
+
 
 def sample_quality(judge: Judge, images, reference: ReferenceSet, *, value_range=None, kid_subsets: int = 10,
                    generator: torch.Generator | None = None) -> SampleQuality:
@@ -623,7 +631,7 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
 def sample_run(run_dir: str | os.PathLike, n: int, *, seed: int = 0,
                device: str | torch.device = "cpu") -> tuple[Tensor, str, tuple[float, float]]:
     """(n samples, the run's dataset, their value range) from the latest checkpoint of an image-model run."""
-    from genlab.train.checkpoint import load_model
+    from genlab.training.checkpoint import load_model
 
     model, config = load_model(Path(run_dir), device)
     if getattr(model, "kind", "image") != "image":
@@ -631,7 +639,7 @@ def sample_run(run_dir: str | os.PathLike, n: int, *, seed: int = 0,
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     with torch.no_grad():
         images = model.sample(n, generator=generator)
-    value_range = (-1.0, 1.0) if config.data.scale == "symmetric" else (0.0, 1.0)
+    value_range = config.data.value_range
     return images.detach().float().cpu(), str(config.data.dataset), value_range
 
 
@@ -652,7 +660,7 @@ def score_source(source: str | os.PathLike, *, dataset: str | None = None, n: in
         images = load_image_file(path)
     else:
         raise DataError(f"{path}: give a run directory or a .npy/.npz file of images")
-    judge = load_judge(_check_dataset(dataset), data_dir=data_dir, cache_dir=cache_dir, device=device)
+    judge = load_judge(check_dataset(dataset), data_dir=data_dir, cache_dir=cache_dir, device=device)
     reference = reference_set(judge, limit=reference_size, data_dir=data_dir)
     return sample_quality(judge, images, reference, value_range=value_range,
                           generator=torch.Generator().manual_seed(seed))

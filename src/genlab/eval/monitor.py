@@ -17,7 +17,7 @@ import torch
 from genlab.config import RunConfig
 from genlab.errors import ConfigError, TrainingError
 from genlab.eval import judge as judge_lib
-from genlab.train.callbacks import Callback, json_safe
+from genlab.training.callbacks import Callback, json_safe
 
 # Samples drawn from a seed no training randomness uses, so the watched batch is the same every time.
 MONITOR_SEED_OFFSET = 4242

@@ -15,26 +15,14 @@ DDP and AMP serve both kinds.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from genlab.data.info import DataInfo  # noqa: F401  (models are built from it; re-exported for them)
 
 SINGLE_OPTIMIZER = "model"  # the name of the one optimizer of a model that does not declare several
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about its data before it is built."""
-
-    kind: str  # "image" or "text"
-    shape: tuple[int, ...] = ()  # one example: (C, H, W) for images
-    num_classes: int = 0
-    value_range: tuple[float, float] = (0.0, 1.0)
-    binary: bool = False
-    vocab: str = ""  # text: the characters, in index order
 
 
 def decay_groups(parameters, weight_decay: float) -> list[dict]:

@@ -788,7 +788,7 @@ class DBNClassifierConfig:
 def _dbn_checkpoint(path: str) -> tuple[DBNConfig, dict[str, Tensor]]:
     """The config and weights of the ``dbn`` run (or checkpoint) at ``path``."""
     from genlab.config import build_run_config
-    from genlab.train import checkpoint as ckpt
+    from genlab.training import checkpoint as ckpt
 
     location = Path(path).expanduser()
     try:

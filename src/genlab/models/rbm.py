@@ -457,6 +457,8 @@ class RBM(GenerativeModel):
                 f"model.exact_max_hidden={cfg.exact_max_hidden}; use AIS (ais_runs > 0) instead"
             )
         use_exact = can_exact if exact is None else bool(exact)
+        if use_exact and ais_runs is None:
+            runs = 0  # enumeration is exact and takes seconds; AIS only as a cross-check asked for by ais_runs
         if runs < 0:
             raise ConfigError(f"ais_runs must be >= 0, got {runs}")
         if runs == 0 and not use_exact:
@@ -492,7 +494,8 @@ class RBM(GenerativeModel):
 
         log Z is exact when min(n_hidden, n_visible) <= ``config.exact_max_hidden`` (``exact=None``: whenever
         possible; ``True``: insist; ``False``: never) and estimated by AIS with ``ais_runs`` runs over
-        ``ais_betas`` inverse temperatures (defaults from the config; ``ais_runs=0`` skips AIS). ``generator``
+        ``ais_betas`` inverse temperatures (defaults from the config; ``ais_runs=0`` skips AIS). When log Z is
+        exact, AIS runs only if ``ais_runs`` is given, as a cross-check. ``generator``
         drives AIS (default: a fixed seed, so evaluation is reproducible).
 
         Keys (all floats): ``test_loglik_nats``, ``test_free_energy``, ``n_test``, ``log_z``, ``log_z_is_exact``

@@ -2,7 +2,7 @@
 
 ``bars_dataset`` writes 8×8 binary "vertical bar" images in four classes (the same structure as the test suite's
 ``tiny_images`` fixture), ``tiny_text`` a short repetitive UTF-8 text; :func:`train_tiny_run` trains a small model
-of any registered family on one of them through the ordinary :func:`genlab.train.run.train`, so the run directory
+of any registered family on one of them through the ordinary :func:`genlab.training.run.train`, so the run directory
 is exactly what ``genlab train`` writes.
 """
 
@@ -78,20 +78,19 @@ def train_tiny_run(model_name: str, dataset: Path, out_dir: Path, *, epochs: int
                    extra: tuple[str, ...] = ()) -> Path:
     """Train a small ``model_name`` on ``dataset`` into ``out_dir``; returns the run directory."""
     from genlab import registry
-    from genlab.config import apply_overrides, build_run_config
+    from genlab.config import NO_PRESET, compose_run_config
     from genlab.data.datasets import dataset_kind
-    from genlab.train.run import train
+    from genlab.training.run import train
 
     entry = registry.get(model_name)
     kind = dataset_kind(str(dataset))
     settings = TEXT_SETTINGS if kind == "text" else TINY_SETTINGS.get(entry.name, {})
-    base = {"model_name": entry.name}
     overrides = [f"data.dataset={dataset}", "data.batch_size=32", f"train.epochs={epochs}", f"train.seed={seed}",
                  "train.num_samples=16", "train.progress=false", "train.device=cpu", f"train.out_dir={out_dir}",
                  "train.log_every=5", "train.threads=1"]
     overrides += ["data.val_size=64"] if kind == "image" else ["data.val_fraction=0.1"]
     overrides += _applicable(entry.name, settings) + list(extra)
-    config = build_run_config(apply_overrides(base, overrides))
+    config = compose_run_config(entry.name, preset=NO_PRESET, overrides=overrides)
     run_dir = train(config)
     if run_dir is None:
         raise RuntimeError(f"training {model_name} wrote no run directory")

@@ -54,7 +54,7 @@ class LoadedRun:
     @property
     def value_range(self) -> tuple[float, float]:
         """The data's value range, which images from ``sample``/``sample_chain`` and the dataset are in."""
-        return (-1.0, 1.0) if self.config.data.scale == "symmetric" else (0.0, 1.0)
+        return self.config.data.value_range
 
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(int(seed))
@@ -130,7 +130,7 @@ class ModelCache:
 
     def get(self, run: RunRef) -> LoadedRun:
         from genlab.errors import GenlabError
-        from genlab.train.checkpoint import latest_checkpoint, load_model
+        from genlab.training.checkpoint import latest_checkpoint, load_model
 
         try:
             checkpoint = latest_checkpoint(run.path)

@@ -154,7 +154,7 @@ def _summarise(run: RunRef) -> dict[str, Any]:
     from genlab import registry
     from genlab.config import load_yaml
     from genlab.errors import GenlabError
-    from genlab.train.checkpoint import list_checkpoints
+    from genlab.training.checkpoint import list_checkpoints
 
     summary: dict[str, Any] = {"name": run.name, "model": None, "dataset": None, "kind": None,
                                "capabilities": [], "error": None}

@@ -363,8 +363,8 @@ def write_from_run(run: str | Path, *, out_dir: str | Path | None = None, size: 
     from dataclasses import replace
 
     from genlab.data.datasets import build_data
-    from genlab.train.checkpoint import load_model
-    from genlab.train.run import resolve_device
+    from genlab.training.checkpoint import load_model
+    from genlab.training.run import resolve_device
 
     model, config = load_model(Path(run), resolve_device(device))
     _check_vae(model)

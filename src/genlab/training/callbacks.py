@@ -1,4 +1,4 @@
-"""Trainer callbacks: progress bar, metrics.jsonl, sample grids and GIFs, checkpoints.
+"""Trainer callbacks: progress bar, metrics.jsonl, sample grids and GIFs, checkpoints, TensorBoard.
 
 Only rank 0 builds the writing callbacks. Every callback that writes per-step files knows how to drop what a
 killed run wrote after its last checkpoint, so a resumed run leaves no duplicated rows or stale pictures.
@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from genlab.train import checkpoint as ckpt
+from genlab.errors import ConfigError
+from genlab.training import checkpoint as ckpt
 
 
 class Callback:
@@ -105,11 +106,14 @@ class MetricsCallback(Callback):
         self.window: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.count = 0
+        self.listeners: list = []  # called with each row written (TensorBoardCallback.add_row)
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(json_safe(row)) + "\n")
             handle.flush()
+        for listen in self.listeners:
+            listen(row)
 
     def on_fit_start(self, trainer) -> None:
         if trainer.step > 0 and self.path.exists():
@@ -169,6 +173,7 @@ class SampleCallback(Callback):
         self.num_samples = num_samples
         self.seed = seed
         self.last_step = -1
+        self.listeners: list = []  # called with (trainer, pictures) after each snapshot (TensorBoardCallback)
 
     def on_fit_start(self, trainer) -> None:
         self.samples_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +222,8 @@ class SampleCallback(Callback):
                 handle.write(f"\n## step {trainer.step} (epoch {trainer.epoch})\n\n")
                 for name, text in texts:
                     handle.write(f"### {name}\n\n```\n{text}\n```\n\n")
+        for listen in self.listeners:
+            listen(trainer, pictures)
 
     def on_fit_end(self, trainer) -> None:
         if self.last_step != trainer.step:
@@ -277,7 +284,7 @@ class CheckpointCallback(Callback):
         if not due and self.minutes > 0:
             due = time.monotonic() - self.last_time >= 60.0 * self.minutes
             if trainer.dist.enabled:  # every rank joins a checkpoint (a collective): one rank's clock decides
-                from genlab.train.distributed import all_ranks_agree
+                from genlab.training.distributed import all_ranks_agree
 
                 due = not all_ranks_agree(not due, trainer.device)
         if due:
@@ -309,6 +316,76 @@ class WallClockBudget(Callback):
             self.stopped_early = True
 
 
+class TensorBoardCallback(Callback):
+    """Mirrors a run into TensorBoard event files under ``log_dir``, for browsing runs side by side while they train;
+    ``metrics.jsonl`` stays the record. It samples nothing itself: it listens to the metrics and sample callbacks,
+    so TensorBoard shows exactly the rows and grids the run saved. Weight histograms come once per epoch.
+
+    A resumed run hides what a killed run logged after its last checkpoint (``purge_step``), as metrics.jsonl does.
+    """
+
+    def __init__(self, log_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError('train.tensorboard=true needs TensorBoard: pip install "genlab[tensorboard]"') from None
+        self.make_writer = SummaryWriter
+        self.log_dir = log_dir
+        self.writer = None
+        self.histogram_step = -1
+
+    def on_fit_start(self, trainer) -> None:
+        self.writer = self.make_writer(str(self.log_dir), purge_step=trainer.step + 1 if trainer.step else None)
+        self.value_range = trainer.data.info.value_range
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """A metrics.jsonl row: every number but its step becomes the scalar ``split/key`` (train/loss)."""
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{row['split']}/{key}", value, row["step"])
+
+    def add_pictures(self, trainer, pictures: dict[str, Any]) -> None:
+        """A sample callback snapshot: image batches as the same grids as its PNGs (mapped to [0, 1]), texts as text."""
+        from genlab.viz.grid import make_grid
+
+        if self.writer is None:
+            return
+        for name, value in pictures.items():
+            if isinstance(value, str):
+                self.writer.add_text(f"samples/{name}", f"```\n{value}\n```", trainer.step)
+            else:
+                grid = make_grid(value, normalize_each=name == "filters", value_range=self.value_range)
+                self.writer.add_image(f"samples/{name}", grid, trainer.step,
+                                      dataformats="HW" if grid.ndim == 2 else "HWC")
+
+    def add_histograms(self, trainer) -> None:
+        if self.histogram_step == trainer.step:
+            return
+        self.histogram_step = trainer.step
+        for name, parameter in trainer.model.named_parameters():
+            values = parameter.detach().float().cpu().flatten()
+            values = values[torch.isfinite(values)]
+            if values.numel():
+                self.writer.add_histogram(f"weights/{name}", values, trainer.step)
+
+    def on_epoch_end(self, trainer, val_logs) -> None:
+        self.add_histograms(trainer)
+
+    def on_fit_end(self, trainer) -> None:
+        self.add_histograms(trainer)  # a run stopped mid-epoch (max_steps) still shows its last weights
+        self._close()
+
+    def on_fit_error(self, trainer, error) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()  # flushes
+            self.writer = None
+
+
 def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool,
                       checkpointing: bool = False) -> list[Callback]:
     """The standard set: progress everywhere it is wanted; files only from rank 0 with a run directory. Under DDP
@@ -318,11 +395,15 @@ def default_callbacks(run_dir: Path | None, trainer_config, is_main: bool,
         callbacks.append(CheckpointCallback(None, trainer_config.checkpoint_every, trainer_config.keep_last,
                                             trainer_config.checkpoint_minutes))
     if run_dir is not None and is_main:
-        callbacks += [
-            MetricsCallback(run_dir / "metrics.jsonl", trainer_config.log_every),
-            SampleCallback(run_dir / "samples", trainer_config.sample_every, trainer_config.num_samples,
-                           seed=trainer_config.seed + 777),
-            CheckpointCallback(run_dir / "checkpoints", trainer_config.checkpoint_every, trainer_config.keep_last,
-                               trainer_config.checkpoint_minutes),
-        ]
+        metrics = MetricsCallback(run_dir / "metrics.jsonl", trainer_config.log_every)
+        samples = SampleCallback(run_dir / "samples", trainer_config.sample_every, trainer_config.num_samples,
+                                 seed=trainer_config.seed + 777)
+        callbacks += [metrics, samples]
+        if trainer_config.tensorboard:  # after metrics and samples, so it closes after their last rows and grids
+            board = TensorBoardCallback(run_dir / "tensorboard")
+            metrics.listeners.append(board.add_row)
+            samples.listeners.append(board.add_pictures)
+            callbacks.append(board)
+        callbacks.append(CheckpointCallback(run_dir / "checkpoints", trainer_config.checkpoint_every,
+                                            trainer_config.keep_last, trainer_config.checkpoint_minutes))
     return callbacks

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import nullcontext
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -15,10 +15,15 @@ from genlab import registry
 from genlab.config import RunConfig, build_run_config, dump_yaml, load_yaml
 from genlab.data.datasets import DataBundle, build_data
 from genlab.errors import CheckpointError, ConfigError
-from genlab.train import checkpoint as ckpt
-from genlab.train.callbacks import default_callbacks
-from genlab.train.distributed import DistInfo, init_distributed, max_replica_difference, shutdown_distributed
-from genlab.train.trainer import Trainer, seed_everything
+from genlab.training import checkpoint as ckpt
+from genlab.training.callbacks import default_callbacks
+from genlab.training.distributed import (
+    DistInfo,
+    init_distributed,
+    max_replica_difference,
+    shutdown_distributed,
+)
+from genlab.training.trainer import Trainer, seed_everything
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,7 +107,7 @@ def fit(config: RunConfig, *, resume_dir: Path | None = None, resume_matching_in
     ``resume_dir`` continues that run; ``resume_matching_in`` continues the newest run under that directory that
     trains the same thing (:func:`find_resumable_run`), or starts a new one when there is none, so wall-clock
     budgets spread over several calls add up. ``extra_callbacks`` go after the default ones (e.g. a
-    :class:`~genlab.train.callbacks.WallClockBudget`)."""
+    :class:`~genlab.training.callbacks.WallClockBudget`)."""
     device = resolve_device(config.train.device)
     dist_info = init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
@@ -234,10 +239,3 @@ def find_resumable_run(parent: Path, config: RunConfig) -> Path | None:
             continue
         return run_dir
     return None
-
-
-def config_for_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
-    from genlab.config import apply_overrides
-
-    return build_run_config(apply_overrides(load_run_config(run_dir), overrides))
-

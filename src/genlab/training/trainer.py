@@ -19,7 +19,7 @@ from genlab.config import OptimConfig, RunConfig
 from genlab.data.datasets import DataBundle
 from genlab.errors import CheckpointError, TrainingError, TrainingInterrupted
 from genlab.models.base import SINGLE_OPTIMIZER, GenerativeModel
-from genlab.train.distributed import DistInfo, all_ranks_agree, gather_to_rank_zero
+from genlab.training.distributed import DistInfo, all_ranks_agree, gather_to_rank_zero
 
 
 def build_optimizers(model: GenerativeModel, cfg: OptimConfig) -> dict[str, torch.optim.Optimizer]:
