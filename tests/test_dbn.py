@@ -11,13 +11,8 @@ from genlab.config import apply_overrides, build_run_config
 from genlab.data.datasets import build_data
 from genlab.errors import ConfigError
 from genlab.models.base import DataInfo
-from genlab.models.dbn import (
-    DBN,
-    DBNClassifier,
-    DBNClassifierConfig,
-    DBNConfig,
-    sample_softmax,
-)
+from genlab.models.dbn import DBN, DBNConfig, sample_softmax
+from genlab.models.dbn_classifier import DBNClassifier, DBNClassifierConfig
 from genlab.training import checkpoint as ckpt
 from genlab.training.checkpoint import load_model
 from genlab.training.run import train

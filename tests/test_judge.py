@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import real_data_dir
 
+from genlab import judge as genlab_judge
 from genlab.cli import main
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.eval import judge as J
@@ -187,10 +188,10 @@ def test_prepare_images_rejects_bad_input_clearly(bad, message):
 
 
 def test_value_range_parsing():
-    assert J.parse_value_range("-1,1") == (-1.0, 1.0)
+    assert genlab_judge.parse_value_range("-1,1") == (-1.0, 1.0)
     for text in ("1,0", "0", "a,b"):
         with pytest.raises(ConfigError):
-            J.parse_value_range(text)
+            genlab_judge.parse_value_range(text)
 
 
 def test_unknown_judge_dataset_is_a_config_error():
@@ -325,7 +326,7 @@ def test_score_a_run_samples_it_in_its_own_range(quick_judge, data, tmp_path, mo
     monkeypatch.setattr(checkpoint, "load_model", lambda path, device: (_PaddedSymmetricModel(real), config))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    from_run = J.score_source(run_dir, n=300, reference_size=500, data_dir=data, cache_dir=tmp_path)
+    from_run = genlab_judge.score_source(run_dir, n=300, reference_size=500, data_dir=data, cache_dir=tmp_path)
     reference = J.reference_set(quick_judge, limit=500, data_dir=data)
     direct = J.sample_quality(quick_judge, real, reference, generator=torch.Generator().manual_seed(0))
     assert from_run.images == 300 and from_run.fd == pytest.approx(direct.fd, rel=1e-5)

@@ -428,3 +428,79 @@ def test_mnist_rbm_with_few_hidden_units_ais_agrees_with_exact():
                             generator=torch.Generator().manual_seed(1))
     assert abs(result["log_z_ais"] - result["log_z_exact"]) < 0.5
     assert result["log_z_exact"] == pytest.approx(exact_log_partition(model.W, model.b, model.c))
+
+
+# ------------------------------------------------------------------ centering (Melchior, Fischer & Wiskott 2016)
+
+
+def _centered_free_energy(v, W, b_c, c_c, mu, lam):
+    """F_c(v) = -(v-μ)·b_c + Σ_j [λ_j a_j - softplus(a_j)], a = c_c + W(v-μ): the centered energy summed over h."""
+    a = c_c + (v - mu) @ W.T
+    return -((v - mu) @ b_c) + (lam * a - torch.nn.functional.softplus(a)).sum(1)
+
+
+def test_the_centered_update_is_the_standard_image_of_the_gradient_in_centered_coordinates():
+    torch.manual_seed(3)
+    rbm = RBM(RBMConfig(n_visible=7, n_hidden=5, centering=True, init_std=0.5))
+    with torch.no_grad():
+        rbm.b.normal_()
+        rbm.c.normal_()
+        rbm.visible_offset.uniform_(0.1, 0.9)
+        rbm.hidden_offset.uniform_(0.1, 0.9)
+    mu, lam = rbm.visible_offset.clone(), rbm.hidden_offset.clone()
+    x, v_model = (torch.rand(9, 7) > 0.5).float(), (torch.rand(6, 7) > 0.5).float()
+    rbm._centered_surrogate(x, rbm.hidden_probs(x).detach(), v_model).backward()
+
+    W = rbm.W.detach().clone().requires_grad_()
+    b_c = (rbm.b.detach() + rbm.W.detach().T @ lam).requires_grad_()  # b = b_c - Wᵀλ
+    c_c = (rbm.c.detach() + rbm.W.detach() @ mu).requires_grad_()  # c = c_c - Wμ
+    surrogate = (_centered_free_energy(x, W, b_c, c_c, mu, lam).mean()
+                 - _centered_free_energy(v_model, W, b_c, c_c, mu, lam).mean())
+    surrogate.backward()
+    assert torch.allclose(rbm.W.grad, W.grad, atol=1e-6)
+    assert torch.allclose(rbm.b.grad, b_c.grad - W.grad.T @ lam, atol=1e-6)
+    assert torch.allclose(rbm.c.grad, c_c.grad - W.grad @ mu, atol=1e-6)
+    assert torch.allclose(rbm.hidden_offset, lam.lerp(rbm.hidden_probs(x).mean(0), 0.01)), "λ: a running mean"
+
+
+def test_centering_at_zero_offsets_is_plain_cd_and_keeps_the_loss_value():
+    x = (torch.rand(8, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    grads, values = [], []
+    for centering in (False, True):
+        rbm = tiny_rbm(6, 4, centering=centering)
+        if centering:
+            rbm.visible_offset.zero_()
+            rbm.hidden_offset.zero_()
+            rbm.config = dataclasses.replace(rbm.config, offset_rate=1e-9)
+        torch.manual_seed(1)
+        loss, logs = rbm.loss(x)
+        loss.backward()
+        grads.append([p.grad.clone() for p in (rbm.W, rbm.b, rbm.c)])
+        values.append((float(loss), logs["cd_gap"]))
+    for plain, centered in zip(*grads):
+        assert torch.allclose(plain, centered, atol=1e-6)
+    assert values[0] == pytest.approx(values[1]), "the logged loss is the CD gap either way"
+
+
+def test_a_centered_rbm_starts_at_the_data_mean_saves_its_offsets_and_resumes_exactly(tiny_images, tmp_path):
+    from checkpoint_helpers import final_state
+
+    from genlab.config import compose_run_config
+    from genlab.training.checkpoint import load_model
+    from genlab.training.run import train
+
+    def config(out, steps):
+        return compose_run_config("rbm", preset="rbm-quick", overrides={
+            "data.dataset": str(tiny_images), "data.val_size": 64, "data.batch_size": 16, "model.n_hidden": 12,
+            "model.centering": True, "model.persistent": True, "model.n_chains": 16, "model.sample_steps": 5,
+            "train.max_steps": steps, "train.num_samples": 4, "train.progress": False, "train.device": "cpu",
+            "train.out_dir": str(out)})
+
+    straight = train(config(tmp_path / "straight", 20))
+    partial = train(config(tmp_path / "resumed", 8))
+    train(dataclasses.replace(config(tmp_path / "resumed", 20)), resume_dir=partial)
+    a, b = final_state(straight), final_state(partial)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model, _ = load_model(straight)
+    assert {"visible_offset", "hidden_offset"} <= set(model.state_dict())
+    assert 0.0 < float(model.visible_offset.min()) and float(model.visible_offset.max()) < 1.0

@@ -300,10 +300,10 @@ def test_training_run_writes_pictures_learns_and_evaluates_from_the_cli(tiny_ima
     assert metrics["test_nll_nats"] < val[0]["neg_elbo_nats"]
 
     assert cli_main(["sample", str(run_dir), "--n", "9", "--device", "cpu"]) == 0
-    assert latent_viz.main([str(run_dir), "--size", "5", "--bounds", "-2", "2", "--device", "cpu"]) == 0
+    assert cli_main(["latent", str(run_dir), "--size", "5", "--bounds", "-2", "2", "--device", "cpu"]) == 0
     for name in ("manifold", "latent_scatter", "interpolation"):
         assert (run_dir / "latent" / f"{name}.png").is_file()
-    assert latent_viz.main([str(run_dir), "--bounds", "2", "-2"]) == 2
+    assert cli_main(["latent", str(run_dir), "--bounds", "2", "-2"]) == 2
     assert "reversed" in capsys.readouterr().err
 
 

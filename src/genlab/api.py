@@ -134,8 +134,8 @@ def run_training(config: RunConfig, *, resume_dir: Path | None = None) -> Run | 
 def load(run_dir: str | Path, device: str = "auto") -> torch.nn.Module:
     """The trained model of a run directory (its newest checkpoint), a checkpoint directory or a
     ``model.safetensors`` file, in eval mode on ``device`` (auto: CUDA, then MPS, then CPU)."""
+    from genlab.device import resolve_device
     from genlab.training.checkpoint import load_model
-    from genlab.training.run import resolve_device
 
     model, _ = load_model(Path(run_dir), resolve_device(device))
     return model
@@ -159,9 +159,9 @@ def evaluate(run_dir: str | Path, *, seed: int = 0, device: str = "auto", data_d
     from dataclasses import replace
 
     from genlab.data.datasets import build_data
+    from genlab.device import resolve_device
     from genlab.training.callbacks import json_safe
     from genlab.training.checkpoint import load_model
-    from genlab.training.run import resolve_device
 
     run_dir = Path(run_dir)
     model, config = load_model(run_dir, resolve_device(device))
@@ -178,6 +178,35 @@ def evaluate(run_dir: str | Path, *, seed: int = 0, device: str = "auto", data_d
     if write and (run_dir / "config.yaml").is_file():
         (run_dir / "eval.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def latent_pictures(run_dir: str | Path, *, out_dir: str | Path | None = None, size: int | None = None,
+                    bounds: Sequence[float] | None = None, spacing: str | None = None, limit: int = 5000,
+                    pairs: int = 8, steps: int = 10, device: str = "auto",
+                    data_dir: str | None = None) -> dict[str, Path]:
+    """``genlab latent RUN``: a VAE run's manifold, latent scatter and interpolation pictures of its test split
+    (validation if it has none), written into ``out_dir`` (default RUN/latent); returns {name: path}. Grid
+    settings default to the model config's."""
+    from dataclasses import replace
+
+    from genlab.data.datasets import build_data
+    from genlab.device import resolve_device
+    from genlab.training.checkpoint import load_model
+    from genlab.viz.latent import write_latent_pictures
+
+    run_dir = Path(run_dir)
+    model, config = load_model(run_dir, resolve_device(device))
+    if not hasattr(model, "encode"):
+        raise ConfigError(f"{run_dir} is a {config.model_name} run; latent pictures need a VAE")
+    data_config = replace(config.data, data_dir=data_dir) if data_dir else config.data
+    data = build_data(data_config, seed=config.train.seed, splits=("val", "test"))
+    loader = data.test or data.val
+    if loader is None:
+        raise ConfigError(f"{run_dir}: its dataset has no test or validation split to draw the latent space of")
+    cfg = model.config
+    return write_latent_pictures(model, iter(loader), Path(out_dir) if out_dir else run_dir / "latent",
+                                 size=size or cfg.manifold_size, bounds=bounds or cfg.manifold_bounds,
+                                 spacing=spacing or cfg.manifold_spacing, limit=limit, pairs=pairs, steps=steps)
 
 
 # ---------------------------------------------------------------------------------------------- in-memory data

@@ -100,6 +100,19 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                           help="model-specific evaluation option, e.g. --option ais_runs=100 (repeatable)")
 
+    latent = commands.add_parser("latent", help="a VAE run's latent space: manifold, scatter, interpolations")
+    latent.add_argument("run", help="VAE run directory (or checkpoint directory)")
+    latent.add_argument("--out", help="output directory (default RUN/latent)")
+    latent.add_argument("--size", type=_positive_int, help="manifold cells per side (default: the config's)")
+    latent.add_argument("--bounds", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="manifold z range (default: the config's, e.g. -4 4)")
+    latent.add_argument("--spacing", choices=("linear", "gaussian"), help="manifold spacing (default: config's)")
+    latent.add_argument("--limit", type=int, default=5000, help="test images in the scatter (0: all)")
+    latent.add_argument("--pairs", type=_positive_int, default=8, help="interpolation rows")
+    latent.add_argument("--steps", type=_positive_int, default=10, help="images per interpolation row")
+    latent.add_argument("--device", default="auto")
+    latent.add_argument("--data-dir", help="where the datasets are (default: the run's setting / $GENLAB_DATA)")
+
     plot = commands.add_parser("plot", help="draw a run's training curves to PNG")
     plot.add_argument("run")
     plot.add_argument("--out", help="output PNG (default RUN/curves.png)")
@@ -173,8 +186,8 @@ def _cmd_train(args) -> int:
 
 
 def _load(run: str, device: str):
+    from genlab.device import resolve_device
     from genlab.training.checkpoint import load_model
-    from genlab.training.run import resolve_device
 
     return load_model(Path(run), resolve_device(device))
 
@@ -309,6 +322,17 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_latent(args) -> int:
+    from genlab.api import latent_pictures
+
+    written = latent_pictures(args.run, out_dir=args.out, size=args.size, bounds=args.bounds, spacing=args.spacing,
+                              limit=args.limit, pairs=args.pairs, steps=args.steps, device=args.device,
+                              data_dir=args.data_dir)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from genlab.viz.plots import plot_metrics
 
@@ -336,8 +360,8 @@ def _cmd_serve(args) -> int:
     if missing:
         raise ConfigError(f"genlab serve needs the studio extra ({', '.join(missing)} not installed): "
                           'pip install -e ".[studio]"')
+    from genlab.device import resolve_device
     from genlab.studio import serve
-    from genlab.training.run import resolve_device
 
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
@@ -374,8 +398,8 @@ def _add_judge_parser(commands) -> None:
 
 
 def _cmd_judge(args) -> int:
+    from genlab.device import resolve_device
     from genlab.eval import judge as judge_lib
-    from genlab.training.run import resolve_device
 
     if args.judge_action is None:
         raise ConfigError("genlab judge: name an action: train or score")
@@ -389,10 +413,11 @@ def _cmd_judge(args) -> int:
             target = judge_lib.TARGET_ACCURACY_PCT[judge.info.dataset]
             print(f"warning: the {judge.info.dataset} judge is below its {target}% target; retrain with more --epochs")
         return 0
-    quality = judge_lib.score_source(args.source, dataset=args.dataset, n=args.n, seed=args.seed,
-                                     value_range=args.value_range, reference_size=args.reference_size,
-                                     data_dir=args.data_dir,
-                                     cache_dir=args.cache_dir, device=device)
+    from genlab.judge import score_source
+
+    quality = score_source(args.source, dataset=args.dataset, n=args.n, seed=args.seed,
+                           value_range=args.value_range, reference_size=args.reference_size,
+                           data_dir=args.data_dir, cache_dir=args.cache_dir, device=device)
     result = quality.summary()
     if args.json:
         print(json.dumps(result))
@@ -404,7 +429,7 @@ def _cmd_judge(args) -> int:
 
 
 COMMANDS = {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-            "plot": _cmd_plot, "bench": _cmd_bench, "serve": _cmd_serve, "judge": _cmd_judge}
+            "plot": _cmd_plot, "latent": _cmd_latent, "bench": _cmd_bench, "serve": _cmd_serve, "judge": _cmd_judge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

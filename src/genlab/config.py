@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, check_config
 
 NO_PRESET = "none"  # compose_run_config(preset=NO_PRESET): the model's defaults only, not its default preset
 _SECTIONS = ("model", "data", "optim", "train")
@@ -229,11 +229,6 @@ def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
 @dataclass
 class DataConfig:
     """Which data, how it is transformed, and how it is batched."""
@@ -271,17 +266,17 @@ class DataConfig:
         )
 
         self.dataset = dataset_name(self.dataset) or self.dataset  # one spelling in config.yaml: MNIST -> mnist
-        _check(self.binarize in {"none", "threshold", "dynamic"},
+        check_config(self.binarize in {"none", "threshold", "dynamic"},
                f"data.binarize must be none, threshold or dynamic, got {self.binarize!r}")
-        _check(self.scale in {"unit", "symmetric"}, f"data.scale must be unit or symmetric, got {self.scale!r}")
-        _check(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
-        _check(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
-        _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
-        _check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
-        _check(0.0 <= self.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        _check(self.text_order in {"shuffled", "streams"},
+        check_config(self.scale in {"unit", "symmetric"}, f"data.scale must be unit or symmetric, got {self.scale!r}")
+        check_config(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
+        check_config(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
+        check_config(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
+        check_config(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
+        check_config(0.0 <= self.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        check_config(self.text_order in {"shuffled", "streams"},
                f"data.text_order must be shuffled or streams, got {self.text_order!r}")
-        _check(self.pad_to == 0 or self.pad_to >= 28, f"data.pad_to must be 0 or >= 28, got {self.pad_to}")
+        check_config(self.pad_to == 0 or self.pad_to >= 28, f"data.pad_to must be 0 or >= 28, got {self.pad_to}")
 
 
 @dataclass
@@ -307,30 +302,30 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.name in {"sgd", "adam", "adamw", "rmsprop"},
+        check_config(self.name in {"sgd", "adam", "adamw", "rmsprop"},
                f"optim.name must be sgd, adam, adamw or rmsprop, got {self.name!r}")
-        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        _check(0 <= self.momentum < 1, f"optim.momentum must be in [0, 1), got {self.momentum}")
-        _check(self.final_momentum is None or 0 <= self.final_momentum < 1,
+        check_config(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        check_config(0 <= self.momentum < 1, f"optim.momentum must be in [0, 1), got {self.momentum}")
+        check_config(self.final_momentum is None or 0 <= self.final_momentum < 1,
                f"optim.final_momentum must be in [0, 1), got {self.final_momentum}")
-        _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
-        _check(self.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {self.grad_clip}")
-        _check(self.schedule in {"constant", "linear", "cosine", "exponential", "step"},
+        check_config(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        check_config(self.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {self.grad_clip}")
+        check_config(self.schedule in {"constant", "linear", "cosine", "exponential", "step"},
                f"optim.schedule must be constant, linear, cosine, exponential or step, got {self.schedule!r}")
-        _check(self.schedule != "step" or len(self.milestones) >= 1,
+        check_config(self.schedule != "step" or len(self.milestones) >= 1,
                "optim.schedule=step needs optim.milestones, the epochs at which the lr is multiplied by "
                "optim.decay_rate, e.g. optim.milestones=[48,54] optim.decay_rate=0.3")
-        _check(not self.milestones or self.schedule == "step",
+        check_config(not self.milestones or self.schedule == "step",
                f"optim.milestones only apply to optim.schedule=step (got schedule {self.schedule!r}); set "
                "optim.schedule=step or drop optim.milestones")
-        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m >= 1 for m in self.milestones),
+        check_config(list(self.milestones) == sorted(set(self.milestones)) and all(m >= 1 for m in self.milestones),
                f"optim.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
-        _check(0 < self.decay_rate <= 1, f"optim.decay_rate must be in (0, 1], got {self.decay_rate}")
-        _check(self.schedule != "step" or self.decay_rate < 1,
+        check_config(0 < self.decay_rate <= 1, f"optim.decay_rate must be in (0, 1], got {self.decay_rate}")
+        check_config(self.schedule != "step" or self.decay_rate < 1,
                "optim.schedule=step with optim.decay_rate=1 never lowers the lr; set optim.decay_rate below 1, "
                "e.g. 0.3")
-        _check(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
-        _check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        check_config(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_config(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -363,27 +358,27 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files under RUN/tensorboard; needs genlab[tensorboard]
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
-        _check(0 <= self.seed < MAX_SEED, f"train.seed must be in [0, 2^63), got {self.seed}")
-        _check(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
-        _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
-        _check(self.sample_every >= 0, f"train.sample_every must be >= 0, got {self.sample_every}")
-        _check(1 <= self.num_samples <= 1024, f"train.num_samples must be in [1, 1024], got {self.num_samples}")
-        _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        _check(self.checkpoint_minutes >= 0,
+        check_config(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        check_config(0 <= self.seed < MAX_SEED, f"train.seed must be in [0, 2^63), got {self.seed}")
+        check_config(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
+        check_config(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+        check_config(self.sample_every >= 0, f"train.sample_every must be >= 0, got {self.sample_every}")
+        check_config(1 <= self.num_samples <= 1024, f"train.num_samples must be in [1, 1024], got {self.num_samples}")
+        check_config(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        check_config(self.checkpoint_minutes >= 0,
                f"train.checkpoint_minutes must be >= 0 (0: off), got {self.checkpoint_minutes}")
-        _check(self.max_param_growth == 0 or self.max_param_growth > 1,
+        check_config(self.max_param_growth == 0 or self.max_param_growth > 1,
                f"train.max_param_growth must be > 1 (or 0: off), got {self.max_param_growth}")
-        _check(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
-        _check(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
-        _check(self.judge_every >= 0, f"train.judge_every must be >= 0 (0: off), got {self.judge_every}")
-        _check(10 <= self.judge_samples <= 10000,
+        check_config(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
+        check_config(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
+        check_config(self.judge_every >= 0, f"train.judge_every must be >= 0 (0: off), got {self.judge_every}")
+        check_config(10 <= self.judge_samples <= 10000,
                f"train.judge_samples must be in [10, 10000], got {self.judge_samples}")
-        _check(0.0 <= self.min_class_entropy <= 5.0,
+        check_config(0.0 <= self.min_class_entropy <= 5.0,
                f"train.min_class_entropy must be in [0, 5] nats (0: never stop), got {self.min_class_entropy}")
-        _check(not Path(self.out_dir).exists() or Path(self.out_dir).is_dir(),
+        check_config(not Path(self.out_dir).exists() or Path(self.out_dir).is_dir(),
                f"train.out_dir (--out) {self.out_dir} is a file, not a directory; name a directory for the runs")
-        _check(self.device == "auto" or self.device.split(":")[0] in {"cpu", "cuda", "mps"},
+        check_config(self.device == "auto" or self.device.split(":")[0] in {"cpu", "cuda", "mps"},
                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
@@ -423,7 +418,7 @@ def build_run_config(data: dict) -> RunConfig:
     optim = from_dict(OptimConfig, data.get("optim"), "optim")
     train = from_dict(TrainConfig, data.get("train"), "train")
     late = [m for m in optim.milestones if m >= train.epochs]
-    _check(not late, f"optim.milestones {late} are not before train.epochs={train.epochs}, so they would never "
+    check_config(not late, f"optim.milestones {late} are not before train.epochs={train.epochs}, so they would never "
                      "lower the lr; use milestones below the run's epochs")
     return RunConfig(
         model_name=entry.name,

@@ -27,3 +27,10 @@ class TrainingInterrupted(GenlabError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def check_config(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds: the one-line validation of config
+    values and options used across genlab."""
+    if not condition:
+        raise ConfigError(message)

@@ -11,6 +11,7 @@ from genlab.errors import ConfigError
 MODEL_MODULES = (
     "genlab.models.rbm",
     "genlab.models.dbn",
+    "genlab.models.dbn_classifier",
     "genlab.models.hopfield",
     "genlab.models.vae",
     "genlab.models.char_rnn",

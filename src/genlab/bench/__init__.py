@@ -167,7 +167,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
     """Run the selected benchmarks, write one JSON file each, regenerate the report. Exit code 1 if any failed."""
     import torch
 
-    from genlab.training.run import resolve_device
+    from genlab.device import resolve_device
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")

@@ -167,8 +167,9 @@ def train_with_budget(config, budget_s: float, *, calibrate_steps: int = 20) -> 
     so that the learning-rate schedule completes in the budget; then evaluate the whole validation split."""
     from genlab.config import dump_yaml
     from genlab.data.datasets import build_data
+    from genlab.device import resolve_device
     from genlab.training.callbacks import default_callbacks
-    from genlab.training.run import build_model, new_run_dir, resolve_device
+    from genlab.training.run import build_model, new_run_dir
     from genlab.training.trainer import Trainer, build_optimizer, seed_everything
 
     if config.train.threads:

@@ -8,11 +8,13 @@ and insists that the payload is exactly as long as the header says; every proble
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,23 @@ def _read_gzip(stream, where: str, max_bytes: int) -> np.ndarray:
     return _to_native(buffer, dtype, dims)
 
 
+@contextlib.contextmanager
+def reading(where: str, what: str = "a file") -> Iterator[None]:
+    """Turn each way reading a (possibly gzipped) file can fail into one DataError naming the file."""
+    try:
+        yield
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{where}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{where}: is a directory, not {what}") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{where}: corrupt or truncated gzip data ({exc or type(exc).__name__})") from None
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read: {exc}") from None
+
+
 def _drain(stream, limit: int) -> None:
     """Read and discard up to ``limit`` more bytes (so gzip validates what it can)."""
     seen = 0
@@ -163,30 +182,19 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.n
     says, or corrupt gzip data.
     """
     where = str(path)
-    try:
-        with open(path, "rb") as handle:
-            compressed = handle.read(2) == GZIP_MAGIC
-            handle.seek(0)
-            if not compressed:
-                return _read_raw(handle, where, max_bytes)
-            with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
-                try:
-                    return _read_gzip(stream, where, max_bytes)
-                except DataError:
-                    # A damaged deflate stream can yield a garbled header before gzip sees its CRC: report the
-                    # corruption rather than the symptom when the rest of the stream proves it.
-                    _drain(stream, max_bytes)
-                    raise
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{where}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{where}: is a directory, not an IDX file") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(f"{where}: corrupt or truncated gzip data ({exc or type(exc).__name__})") from None
-    except OSError as exc:
-        raise DataError(f"{where}: cannot read: {exc}") from None
+    with reading(where, "an IDX file"), open(path, "rb") as handle:
+        compressed = handle.read(2) == GZIP_MAGIC
+        handle.seek(0)
+        if not compressed:
+            return _read_raw(handle, where, max_bytes)
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+            try:
+                return _read_gzip(stream, where, max_bytes)
+            except DataError:
+                # A damaged deflate stream can yield a garbled header before gzip sees its CRC: report the
+                # corruption rather than the symptom when the rest of the stream proves it.
+                _drain(stream, max_bytes)
+                raise
 
 
 _WRITE_CODES = {

@@ -25,11 +25,11 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from genlab.data.idx import reading
 from genlab.errors import DataError
 
 Fetcher = Callable[[str, Path], None]
@@ -126,41 +126,22 @@ def get_spec(name: str) -> DatasetSpec:
 
 def read_uncompressed(path: str | os.PathLike) -> bytes:
     """The content of ``path``, gunzipped if it starts with the gzip magic bytes. DataError on any problem."""
-    try:
+    with reading(str(path)):
         with open(path, "rb") as handle:
             data = handle.read()
-        if data[:2] == _GZIP_MAGIC:
-            data = gzip.decompress(data)
-        return data
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a file") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip data ({exc or type(exc).__name__})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+        return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
 
 
 def compute_md5(path: str | os.PathLike) -> str:
     """MD5 hex digest of the uncompressed content of ``path`` (streamed; no caching)."""
     digest = hashlib.md5()
-    try:
-        with open(path, "rb") as handle:
-            compressed = handle.read(2) == _GZIP_MAGIC
-            handle.seek(0)
-            stream = gzip.GzipFile(fileobj=handle, mode="rb") if compressed else handle
-            with stream:
-                while chunk := stream.read(_CHUNK):
-                    digest.update(chunk)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a file") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip data ({exc or type(exc).__name__})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+    with reading(str(path)), open(path, "rb") as handle:
+        compressed = handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        stream = gzip.GzipFile(fileobj=handle, mode="rb") if compressed else handle
+        with stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

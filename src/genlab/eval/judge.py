@@ -1,4 +1,4 @@
-"""genlab's judge networks and the sample-quality metrics computed with them.
+"""genlab's judge networks and the sample-quality figures computed with them (the math: eval/sample_metrics.py).
 
 A *judge* is a small CNN classifier trained by genlab on the **training set only** of MNIST or Fashion-MNIST
 (never on generated data), saved as safetensors in a cache directory and looked up by the MD5 checksum of the
@@ -46,6 +46,18 @@ from torch import Tensor, nn
 
 from genlab.data.sources import dataset_name, names_of_kind
 from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.eval.sample_metrics import (  # noqa: F401  (the judge's metrics, also used as judge.<name>)
+    CONFIDENT_PROBABILITY,
+    KIDResult,
+    class_histogram,
+    confidence,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_stats,
+    histogram_entropy_nats,
+    kernel_distance,
+    mmd2_unbiased,
+)
 
 JUDGE_DATASETS = names_of_kind("image")  # one judge per image dataset of the table
 NUM_CLASSES = 10
@@ -56,7 +68,6 @@ TARGET_ACCURACY_PCT = {"mnist": 99.0, "fashion-mnist": 91.0}
 DEFAULT_EPOCHS = {"mnist": 4, "fashion-mnist": 7}
 # Fashion-MNIST garments are left-right symmetric as classes; digits are not, so only Fashion-MNIST is flipped.
 FLIP_AUGMENT = {"mnist": False, "fashion-mnist": True}
-CONFIDENT_PROBABILITY = 0.9
 FORMAT = "genlab-judge-1"
 CACHE_ENV = "GENLAB_JUDGE_DIR"
 
@@ -392,122 +403,6 @@ def _fit(net: JudgeNet, images: Tensor, labels: Tensor, *, epochs: int, batch_si
     return net.eval()
 
 
-# --------------------------------------------------------------------------------------------- metrics
-
-
-def confidence(probabilities: Tensor, threshold: float = CONFIDENT_PROBABILITY) -> tuple[float, float]:
-    """(mean of max-class probability, fraction of rows whose max-class probability exceeds ``threshold``)
-    for an (n, classes) probability matrix."""
-    top = probabilities.max(dim=1).values
-    return float(top.mean()), float((top > threshold).double().mean())
-
-
-def class_histogram(probabilities: Tensor) -> Tensor:
-    """Counts (classes,) of argmax labels of an (n, classes) probability matrix."""
-    return torch.bincount(probabilities.argmax(dim=1), minlength=probabilities.shape[1])
-
-
-def histogram_entropy_nats(counts: Tensor) -> float:
-    """Entropy (nats) of the distribution ``counts / counts.sum()``, with 0·log 0 = 0; log(K) when uniform."""
-    p = counts.double() / counts.sum().clamp(min=1)
-    p = p[p > 0]
-    return float(-(p * p.log()).sum()) + 0.0  # + 0.0 turns -0.0 (one class) into 0.0
-
-
-def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean (d,), unbiased covariance (d, d)) in float64 of an (n, d) feature matrix, n ≥ 2."""
-    x = features.double()
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise DataError(f"Fréchet distance needs at least 2 feature vectors (n, d); got shape {tuple(x.shape)}")
-    mean = x.mean(dim=0)
-    centred = x - mean
-    return mean, centred.T @ centred / (x.shape[0] - 1)
-
-
-def _sqrt_psd(matrix: Tensor) -> Tensor:
-    """Symmetric square root of a symmetric positive semi-definite matrix by eigendecomposition; eigenvalues that
-    rounding pushed slightly below zero are clamped to zero."""
-    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
-def trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> float:
-    """tr((Σ1 Σ2)^½) = tr((Σ1^½ Σ2 Σ1^½)^½), computed from eigenvalues of the symmetric PSD matrix
-    Σ1^½ Σ2 Σ1^½ (stable for singular covariances, unlike a general sqrtm of the non-symmetric product)."""
-    root = _sqrt_psd(sigma1.double())
-    inner = root @ sigma2.double() @ root
-    return float(torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum())
-
-
-def frechet_distance_from_stats(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
-    """‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½): the squared 2-Wasserstein (Fréchet) distance between
-    N(μ1, Σ1) and N(μ2, Σ2). Clamped at 0 (rounding can give −1e-12)."""
-    mu1, mu2, sigma1, sigma2 = mu1.double(), mu2.double(), sigma1.double(), sigma2.double()
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.numel(), mu1.numel()):
-        raise DataError(f"Fréchet distance: mismatched statistics, means {tuple(mu1.shape)} / "
-                        f"{tuple(mu2.shape)}, covariances {tuple(sigma1.shape)} / {tuple(sigma2.shape)}")
-    value = float((mu1 - mu2).square().sum()) + float(torch.trace(sigma1) + torch.trace(sigma2)) \
-        - 2.0 * trace_sqrt_product(sigma1, sigma2)
-    return max(value, 0.0)
-
-
-def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two (n, d) feature sets (genlab-judge FD when the
-    features are a judge's; comparable only with other values from the same judge)."""
-    return frechet_distance_from_stats(*feature_statistics(features_a), *feature_statistics(features_b))
-
-
-def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:
-    """k(x, y) = (xᵀy / d + 1)³ for rows of (n, d) and (m, d): the KID kernel (Bińkowski et al. 2018)."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
-
-
-def mmd2_unbiased(x: Tensor, y: Tensor) -> float:
-    """Unbiased MMD² estimate with :func:`polynomial_kernel`: mean over i≠j of k(x_i, x_j) plus the same for y,
-    minus twice the mean of k(x_i, y_j). Needs at least 2 rows in each set."""
-    x, y = x.double(), y.double()
-    m, n = x.shape[0], y.shape[0]
-    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return float(within_x + within_y - 2.0 * kxy.mean())
-
-
-@dataclass(frozen=True)
-class KIDResult:
-    value: float  # mean of the subset estimates of MMD² (unbiased)
-    stderr: float  # standard deviation of the subset estimates / sqrt(subsets)
-    subsets: int
-    subset_size: int
-
-
-def kernel_distance(features_a: Tensor, features_b: Tensor, *, subsets: int = 10, max_subset_size: int = 1000,
-                    generator: torch.Generator | None = None) -> KIDResult:
-    """KID: unbiased polynomial-kernel MMD² between two feature sets, averaged over ``subsets`` *disjoint*
-    random subsets of each set (size min(n_a, n_b) // subsets, at most ``max_subset_size``).
-
-    Disjoint subsets make the subset estimates independent, so their standard deviation / √subsets is an honest
-    standard error of the mean (Bińkowski et al. draw overlapping subsets, whose spread understates it). With
-    fewer than 2·subsets rows the number of subsets is reduced (at least 2 subsets of at least 2 rows).
-    """
-    a, b = features_a.double(), features_b.double()
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise DataError(f"KID needs two (n, d) feature sets with the same d; got {tuple(a.shape)} and "
-                        f"{tuple(b.shape)}")
-    smallest = min(a.shape[0], b.shape[0])
-    if smallest < 4 or subsets < 1 or max_subset_size < 2:
-        raise DataError(f"KID needs at least 4 images in each set (got {a.shape[0]} and {b.shape[0]}), "
-                        f"subsets >= 1 and max_subset_size >= 2")
-    count = max(2, min(subsets, smallest // 2))
-    size = min(max_subset_size, smallest // count)
-    order_a = torch.randperm(a.shape[0], generator=generator)
-    order_b = torch.randperm(b.shape[0], generator=generator)
-    estimates = torch.tensor([mmd2_unbiased(a[order_a[i * size:(i + 1) * size]],
-                                            b[order_b[i * size:(i + 1) * size]]) for i in range(count)])
-    return KIDResult(value=float(estimates.mean()), stderr=float(estimates.std(unbiased=True) / math.sqrt(count)),
-                     subsets=count, subset_size=size)
-
-
 # -------------------------------------------------------------------------------------- sample quality
 
 
@@ -584,83 +479,3 @@ def sample_quality(judge: Judge, images, reference: ReferenceSet, *, value_range
                          kid=kid.value, kid_stderr=kid.stderr, kid_subsets=kid.subsets,
                          kid_subset_size=kid.subset_size, reference=reference.name,
                          judge=f"{judge.info.dataset}-{judge.info.checksum}")
-
-
-# ------------------------------------------------------------------------------- scoring files and runs
-
-_ARRAY_KEYS = ("samples", "images", "x", "x_test", "x_train")
-
-
-def parse_value_range(text) -> tuple[float, float] | None:
-    """"LOW,HIGH" (or a pair, or None) → (low, high); ConfigError otherwise."""
-    if text is None or isinstance(text, tuple):
-        return text
-    try:
-        low, high = (float(part) for part in str(text).split(","))
-    except ValueError:
-        raise ConfigError(f"value range must be LOW,HIGH (e.g. 0,1 or -1,1), got {text!r}") from None
-    if not high > low:
-        raise ConfigError(f"value range must have LOW < HIGH, got {text!r}")
-    return low, high
-
-
-def load_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Images from a .npy file, or from an .npz file's first array among samples/images/x/x_test/x_train (or its
-    only array). Never unpickles."""
-    path = Path(path)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy/.npz file of numbers ({exc})") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        names = list(loaded.files)
-        key = next((k for k in _ARRAY_KEYS if k in names), names[0] if len(names) == 1 else None)
-        if key is None:
-            raise DataError(f"{path}: which array holds the images? name it one of {', '.join(_ARRAY_KEYS)} "
-                            f"(found {', '.join(names) or 'no arrays'})")
-        try:
-            return loaded[key]
-        except ValueError as exc:
-            raise DataError(f"{path}[{key}]: unreadable ({exc})") from None
-
-
-def sample_run(run_dir: str | os.PathLike, n: int, *, seed: int = 0,
-               device: str | torch.device = "cpu") -> tuple[Tensor, str, tuple[float, float]]:
-    """(n samples, the run's dataset, their value range) from the latest checkpoint of an image-model run."""
-    from genlab.training.checkpoint import load_model
-
-    model, config = load_model(Path(run_dir), device)
-    if getattr(model, "kind", "image") != "image":
-        raise ConfigError(f"{run_dir} is a {model.kind} model; the judge scores image models only")
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        images = model.sample(n, generator=generator)
-    value_range = config.data.value_range
-    return images.detach().float().cpu(), str(config.data.dataset), value_range
-
-
-def score_source(source: str | os.PathLike, *, dataset: str | None = None, n: int = 1000, seed: int = 0,
-                 value_range=None, reference_size: int = 10000, data_dir: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SampleQuality:
-    """Sample metrics of a .npy/.npz image file or of ``n`` samples of a run, against ``reference_size``
-    training images of ``dataset`` (for a run, its own dataset by default)."""
-    path = Path(source)
-    value_range = parse_value_range(value_range)
-    if path.is_dir():
-        images, run_dataset, run_range = sample_run(path, n, seed=seed, device=device)
-        dataset = dataset or run_dataset
-        value_range = value_range or run_range
-    elif path.suffix.lower() in (".npy", ".npz"):
-        if not dataset:
-            raise ConfigError(f"scoring {path}: pass --dataset ({' or '.join(JUDGE_DATASETS)}) to pick the judge")
-        images = load_image_file(path)
-    else:
-        raise DataError(f"{path}: give a run directory or a .npy/.npz file of images")
-    judge = load_judge(check_dataset(dataset), data_dir=data_dir, cache_dir=cache_dir, device=device)
-    reference = reference_set(judge, limit=reference_size, data_dir=data_dir)
-    return sample_quality(judge, images, reference, value_range=value_range,
-                          generator=torch.Generator().manual_seed(seed))

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from genlab.data.datasets import IGNORE_INDEX
 from genlab.data.text import UNKNOWN_POLICIES, CharVocab
-from genlab.errors import ConfigError, DataError
+from genlab.errors import ConfigError, DataError, check_config
 from genlab.eval.text import CONTEXTS, LN2, text_loss
 from genlab.models.base import DataInfo, GenerativeModel
 from genlab.registry import register
@@ -54,11 +54,6 @@ _HEAD_INIT = 0.025
 _FORGET_BIAS = 1.0
 
 LSTMState = list[tuple[Tensor, Tensor]]  # per layer (h, c), each (1, B, layers[l])
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 @dataclass
@@ -78,31 +73,31 @@ class CharLSTMConfig:
     eval_streams: int = 16  # parallel streams for eval_context=carry (1: the exact likelihood of the split)
 
     def __post_init__(self) -> None:
-        _check(len(self.layers) >= 1, "model.layers needs at least one LSTM size, e.g. --set model.layers=128,128")
-        _check(all(size >= 1 for size in self.layers), f"model.layers sizes must be >= 1, got {list(self.layers)}")
-        _check(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
-        _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
-        _check(not self.tie_weights or self.layers[-1] == self.embedding_dim,
+        check_config(len(self.layers) >= 1, "model.layers needs at least one LSTM size, e.g. --set model.layers=128,128")
+        check_config(all(size >= 1 for size in self.layers), f"model.layers sizes must be >= 1, got {list(self.layers)}")
+        check_config(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
+        check_config(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        check_config(not self.tie_weights or self.layers[-1] == self.embedding_dim,
                f"model.tie_weights needs the last LSTM size ({self.layers[-1]}) to equal model.embedding_dim "
                f"({self.embedding_dim}); set model.embedding_dim={self.layers[-1]} or model.tie_weights=false")
-        _check(len(set(self.vocab)) == len(self.vocab),
+        check_config(len(set(self.vocab)) == len(self.vocab),
                "model.vocab must list each character once; leave it empty to take it from the training text")
-        _check(self.seed_windows >= 1, f"model.seed_windows must be >= 1, got {self.seed_windows}")
-        _check(self.seed_length >= 1, f"model.seed_length must be >= 1, got {self.seed_length}")
-        _check(self.sample_length >= 1, f"model.sample_length must be >= 1, got {self.sample_length}")
-        _check(self.eval_context in CONTEXTS,
+        check_config(self.seed_windows >= 1, f"model.seed_windows must be >= 1, got {self.seed_windows}")
+        check_config(self.seed_length >= 1, f"model.seed_length must be >= 1, got {self.seed_length}")
+        check_config(self.sample_length >= 1, f"model.sample_length must be >= 1, got {self.sample_length}")
+        check_config(self.eval_context in CONTEXTS,
                f"model.eval_context must be one of {', '.join(CONTEXTS)}, got {self.eval_context!r}")
-        _check(self.eval_streams >= 1, f"model.eval_streams must be >= 1, got {self.eval_streams}")
+        check_config(self.eval_streams >= 1, f"model.eval_streams must be >= 1, got {self.eval_streams}")
 
 
 def check_generation_options(length: int, temperature: float, top_k: int | None, unknown: str) -> None:
     """ConfigError for a length < 1, a negative or non-finite temperature, top_k < 1 or an unknown policy."""
-    _check(isinstance(length, int) and length >= 1, f"length must be an integer >= 1, got {length!r}")
-    _check(isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0,
+    check_config(isinstance(length, int) and length >= 1, f"length must be an integer >= 1, got {length!r}")
+    check_config(isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0,
            f"temperature must be a finite number >= 0 (0 means argmax), got {temperature!r}")
-    _check(top_k is None or (isinstance(top_k, int) and top_k >= 1),
+    check_config(top_k is None or (isinstance(top_k, int) and top_k >= 1),
            f"top_k must be an integer >= 1 (or omitted for the full distribution), got {top_k!r}")
-    _check(unknown in UNKNOWN_POLICIES, f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}")
+    check_config(unknown in UNKNOWN_POLICIES, f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}")
 
 
 def pick_next(logits: Tensor, *, temperature: float, top_k: int | None,
@@ -408,7 +403,7 @@ class CharLSTM(GenerativeModel):
         prompt characters outside the vocabulary: error (DataError naming them), skip or replace.
         """
         self._no_extra_options(options)
-        _check(isinstance(n, int) and n >= 1, f"n must be an integer >= 1, got {n!r}")
+        check_config(isinstance(n, int) and n >= 1, f"n must be an integer >= 1, got {n!r}")
         check_generation_options(length, temperature, top_k, unknown)
         start = self._prompt_batch(n, prompt, unknown, generator)
         return torch.stack(list(self._generate(start, length=length, temperature=temperature, top_k=top_k,

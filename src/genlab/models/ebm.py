@@ -40,7 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from genlab.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingError,
+    check_config,
+)
 from genlab.models.base import DataInfo, GenerativeModel
 from genlab.registry import register
 from genlab.sampling.langevin import CudaGraphLangevin, LangevinResult, langevin
@@ -103,44 +109,40 @@ class EBMConfig:
     value_range: tuple[float, ...] = ()  # (low, high) of the pixel values, e.g. (-1, 1)
 
     def __post_init__(self) -> None:
-        def check(condition: bool, message: str) -> None:
-            if not condition:
-                raise ConfigError(message)
-
         layers = len(self.channels)
-        check(layers >= 1, "model.channels needs at least one conv layer, e.g. [16, 32, 64, 64]")
-        check(len(self.kernel_sizes) == layers and len(self.strides) == layers,
+        check_config(layers >= 1, "model.channels needs at least one conv layer, e.g. [16, 32, 64, 64]")
+        check_config(len(self.kernel_sizes) == layers and len(self.strides) == layers,
               f"model.kernel_sizes ({len(self.kernel_sizes)}) and model.strides ({len(self.strides)}) need one "
               f"entry per conv layer in model.channels ({layers})")
-        check(all(c >= 1 for c in self.channels + self.dense),
+        check_config(all(c >= 1 for c in self.channels + self.dense),
               f"model.channels and model.dense must be positive, got {self.channels} and {self.dense}")
-        check(all(k >= 1 for k in self.kernel_sizes) and all(s >= 1 for s in self.strides),
+        check_config(all(k >= 1 for k in self.kernel_sizes) and all(s >= 1 for s in self.strides),
               f"model.kernel_sizes and model.strides must be >= 1, got {self.kernel_sizes} and {self.strides}")
-        check(self.activation in ACTIVATIONS,
+        check_config(self.activation in ACTIVATIONS,
               f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        check(self.step_size >= 0.0, f"model.step_size (Langevin) must be >= 0, got {self.step_size}")
-        check(self.noise_std >= 0.0, f"model.noise_std (Langevin noise) must be >= 0, got {self.noise_std}")
-        check(self.grad_clip >= 0.0, f"model.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
-        check(self.langevin_steps >= 1, f"model.langevin_steps must be >= 1, got {self.langevin_steps}")
-        check(self.sample_steps >= 1, f"model.sample_steps must be >= 1, got {self.sample_steps}")
-        check(self.buffer_size >= 1, f"model.buffer_size (replay buffer) must be >= 1, got {self.buffer_size}")
-        check(0.0 <= self.fresh_fraction <= 1.0,
+        check_config(self.step_size >= 0.0, f"model.step_size (Langevin) must be >= 0, got {self.step_size}")
+        check_config(self.noise_std >= 0.0, f"model.noise_std (Langevin noise) must be >= 0, got {self.noise_std}")
+        check_config(self.grad_clip >= 0.0, f"model.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
+        check_config(self.langevin_steps >= 1, f"model.langevin_steps must be >= 1, got {self.langevin_steps}")
+        check_config(self.sample_steps >= 1, f"model.sample_steps must be >= 1, got {self.sample_steps}")
+        check_config(self.buffer_size >= 1, f"model.buffer_size (replay buffer) must be >= 1, got {self.buffer_size}")
+        check_config(0.0 <= self.fresh_fraction <= 1.0,
               f"model.fresh_fraction (fresh noise per batch) must be in [0, 1], got {self.fresh_fraction}")
-        check(self.alpha >= 0.0, f"model.alpha must be >= 0, got {self.alpha}")
-        check(self.data_noise >= 0.0, f"model.data_noise must be >= 0, got {self.data_noise}")
-        check(self.health in ("recover", "stop", "off"),
+        check_config(self.alpha >= 0.0, f"model.alpha must be >= 0, got {self.alpha}")
+        check_config(self.data_noise >= 0.0, f"model.data_noise must be >= 0, got {self.data_noise}")
+        check_config(self.health in ("recover", "stop", "off"),
               f"model.health must be recover, stop or off, got {self.health!r}")
-        check(self.max_energy > 0.0 and self.max_grad_norm > 0.0,
+        check_config(self.max_energy > 0.0 and self.max_grad_norm > 0.0,
               f"model.max_energy and model.max_grad_norm must be > 0, got {self.max_energy}, {self.max_grad_norm}")
-        check(0.0 < self.max_collapsed <= 1.0, f"model.max_collapsed must be in (0, 1], got {self.max_collapsed}")
-        check(self.health_warmup >= 0, f"model.health_warmup must be >= 0, got {self.health_warmup}")
-        check(self.snapshot_every >= 1, f"model.snapshot_every must be >= 1, got {self.snapshot_every}")
-        check(0.0 < self.recovery_factor < 1.0,
+        check_config(0.0 < self.max_collapsed <= 1.0, f"model.max_collapsed must be in (0, 1], got {self.max_collapsed}")
+        check_config(self.health_warmup >= 0, f"model.health_warmup must be >= 0, got {self.health_warmup}")
+        check_config(self.snapshot_every >= 1, f"model.snapshot_every must be >= 1, got {self.snapshot_every}")
+        check_config(0.0 < self.recovery_factor < 1.0,
               f"model.recovery_factor must be in (0, 1), got {self.recovery_factor}")
-        check(self.max_recoveries >= 0, f"model.max_recoveries must be >= 0, got {self.max_recoveries}")
-        check(self.image_shape == () or (len(self.image_shape) == 3 and min(self.image_shape) >= 1),
+        check_config(self.max_recoveries >= 0, f"model.max_recoveries must be >= 0, got {self.max_recoveries}")
+        check_config(self.image_shape == () or (len(self.image_shape) == 3 and min(self.image_shape) >= 1),
               f"model.image_shape must be (C, H, W) or empty (filled from the data), got {self.image_shape}")
-        check(self.value_range == () or (len(self.value_range) == 2 and self.value_range[0] < self.value_range[1]),
+        check_config(self.value_range == () or (len(self.value_range) == 2 and self.value_range[0] < self.value_range[1]),
               f"model.value_range must be (low, high) with low < high or empty, got {self.value_range}")
 
     def conv_output_size(self, height: int, width: int) -> tuple[int, int]:

@@ -46,18 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, check_config
 from genlab.models.base import DataInfo, GenerativeModel, decay_groups
 from genlab.registry import register
 
 DISCRIMINATOR = "discriminator"
 GENERATOR = "generator"
 LOSSES = ("nonsaturating", "hinge", "lsgan", "wasserstein")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 @dataclass
@@ -88,40 +83,40 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         shape = tuple(self.image_shape)
-        _check(len(shape) == 3 and all(d >= 1 for d in shape),
+        check_config(len(shape) == 3 and all(d >= 1 for d in shape),
                f"model.image_shape must be (C, H, W) with positive sizes, got {list(shape)}")
-        _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
-        _check(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
-        _check(self.prior in ("normal", "uniform"), f"model.prior must be normal or uniform, got {self.prior!r}")
-        _check(self.architecture in ("dcgan", "seed"),
+        check_config(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
+        check_config(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
+        check_config(self.prior in ("normal", "uniform"), f"model.prior must be normal or uniform, got {self.prior!r}")
+        check_config(self.architecture in ("dcgan", "seed"),
                f"model.architecture must be dcgan or seed, got {self.architecture!r}")
-        _check(self.g_width >= 1 and self.d_width >= 1,
+        check_config(self.g_width >= 1 and self.d_width >= 1,
                f"model.g_width and model.d_width must be >= 1, got {self.g_width} and {self.d_width}")
-        _check(self.d_norm in ("batch", "layer", "none"),
+        check_config(self.d_norm in ("batch", "layer", "none"),
                f"model.d_norm must be batch, layer or none, got {self.d_norm!r}")
-        _check(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}")
-        _check(self.loss in LOSSES, f"model.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        _check(self.gp_weight >= 0.0, f"model.gp_weight (the gradient penalty's λ) must be >= 0, got "
+        check_config(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}")
+        check_config(self.loss in LOSSES, f"model.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check_config(self.gp_weight >= 0.0, f"model.gp_weight (the gradient penalty's λ) must be >= 0, got "
                                       f"{self.gp_weight}")
-        _check(self.gp_epsilon > 0.0, f"model.gp_epsilon must be > 0, got {self.gp_epsilon}")
-        _check(not (self.gp_weight > 0 and self.d_norm == "batch" and self.architecture == "dcgan"),
+        check_config(self.gp_epsilon > 0.0, f"model.gp_epsilon must be > 0, got {self.gp_epsilon}")
+        check_config(not (self.gp_weight > 0 and self.d_norm == "batch" and self.architecture == "dcgan"),
                "a gradient penalty is per sample, and BatchNorm mixes the samples of a batch: set "
                "model.d_norm=layer or none with model.gp_weight > 0 (Gulrajani et al. 2017, §4)")
-        _check(self.critic_steps >= 1, f"model.critic_steps must be >= 1 (discriminator steps per generator "
+        check_config(self.critic_steps >= 1, f"model.critic_steps must be >= 1 (discriminator steps per generator "
                                        f"step), got {self.critic_steps}")
-        _check(0.5 < self.real_target <= 1.0, f"model.real_target must be in (0.5, 1], got {self.real_target}")
-        _check(self.label_input in ("concat", "multiply"),
+        check_config(0.5 < self.real_target <= 1.0, f"model.real_target must be in (0.5, 1], got {self.real_target}")
+        check_config(self.label_input in ("concat", "multiply"),
                f"model.label_input must be concat or multiply, got {self.label_input!r}")
-        _check(self.label_dim >= 1, f"model.label_dim must be >= 1, got {self.label_dim}")
-        _check(self.aux_weight >= 0.0, f"model.aux_weight must be >= 0, got {self.aux_weight}")
-        _check(0.0 <= self.g_ema < 1.0, f"model.g_ema must be in [0, 1) (0: off), got {self.g_ema}")
-        _check(len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
+        check_config(self.label_dim >= 1, f"model.label_dim must be >= 1, got {self.label_dim}")
+        check_config(self.aux_weight >= 0.0, f"model.aux_weight must be >= 0, got {self.aux_weight}")
+        check_config(0.0 <= self.g_ema < 1.0, f"model.g_ema must be in [0, 1) (0: off), got {self.g_ema}")
+        check_config(len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
                f"model.value_range must be [low, high] with low < high, got {list(self.value_range)}")
         if self.architecture == "seed":
-            _check(shape[1:] == (28, 28), f"model.architecture=seed makes 28x28 images; the data is "
+            check_config(shape[1:] == (28, 28), f"model.architecture=seed makes 28x28 images; the data is "
                                           f"{shape[1]}x{shape[2]} (use data.pad_to=0 or architecture=dcgan)")
         else:
-            _check(shape[1] % 4 == 0 and shape[2] % 4 == 0,
+            check_config(shape[1] % 4 == 0 and shape[2] % 4 == 0,
                    f"model.architecture=dcgan needs image sides divisible by 4, got {shape[1]}x{shape[2]}")
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from genlab.errors import ConfigError, DataError
+from genlab.errors import ConfigError, DataError, check_config
 from genlab.models.base import DataInfo, GenerativeModel
 from genlab.registry import register
 
@@ -70,24 +70,20 @@ class HopfieldConfig:
     image_shape: tuple[int, ...] = ()  # one example's shape, for pictures; set by adapt_config
 
     def __post_init__(self) -> None:
-        def check(condition: bool, message: str) -> None:
-            if not condition:
-                raise ConfigError(message)
-
-        check(self.n_units >= 2, f"model.n_units must be >= 2, got {self.n_units}")
-        check(self.n_patterns >= 1, f"model.n_patterns must be >= 1, got {self.n_patterns}")
-        check(0.0 <= self.corruption <= 1.0, f"model.corruption must be a fraction in [0, 1], got {self.corruption}")
-        check(self.recall_steps >= 1, f"model.recall_steps must be >= 1, got {self.recall_steps}")
-        check(self.mode in RECALL_MODES, f"model.mode must be async or sync, got {self.mode!r}")
-        check(self.rule in RULES, f"model.rule must be hebbian or projection, got {self.rule!r}")
-        check(self.rule != "projection" or self.n_patterns < self.n_units,
+        check_config(self.n_units >= 2, f"model.n_units must be >= 2, got {self.n_units}")
+        check_config(self.n_patterns >= 1, f"model.n_patterns must be >= 1, got {self.n_patterns}")
+        check_config(0.0 <= self.corruption <= 1.0, f"model.corruption must be a fraction in [0, 1], got {self.corruption}")
+        check_config(self.recall_steps >= 1, f"model.recall_steps must be >= 1, got {self.recall_steps}")
+        check_config(self.mode in RECALL_MODES, f"model.mode must be async or sync, got {self.mode!r}")
+        check_config(self.rule in RULES, f"model.rule must be hebbian or projection, got {self.rule!r}")
+        check_config(self.rule != "projection" or self.n_patterns < self.n_units,
               f"the projection rule stores fewer than N={self.n_units} patterns, got n_patterns={self.n_patterns}")
-        check(self.trials >= 1, f"model.trials must be >= 1, got {self.trials}")
-        check(0.0 < self.success_overlap <= 1.0,
+        check_config(self.trials >= 1, f"model.trials must be >= 1, got {self.trials}")
+        check_config(0.0 < self.success_overlap <= 1.0,
               f"model.success_overlap must be in (0, 1], got {self.success_overlap}")
-        check(len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
+        check_config(len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
               f"model.value_range must be two increasing numbers, got {self.value_range}")
-        check(not self.image_shape or math.prod(self.image_shape) == self.n_units,
+        check_config(not self.image_shape or math.prod(self.image_shape) == self.n_units,
               f"model.image_shape {self.image_shape} does not hold n_units={self.n_units} values")
 
 

@@ -13,6 +13,17 @@ gradient is the negative CD-k update (or PCD-k, Tieleman 2008, "Training restric
 approximations to the likelihood gradient"), so any optimizer applies the classic rule. Likelihoods use the
 exact partition function for small hidden layers and AIS (Salakhutdinov & Murray 2008) otherwise; see
 :mod:`genlab.eval.ais`.
+
+Centering (``model.centering=true``; Montavon & Müller 2012, Melchior, Fischer & Wiskott 2016, "How to center
+deep Boltzmann machines", JMLR 17) follows the gradient of the energy written around offsets μ (visible, the
+data mean) and λ (hidden, a running mean of p(h | v_data)):
+
+    E_c(v, h) = -(v-μ)·b_c - (h-λ)·c_c - (h-λ)·W (v-μ)
+
+The model keeps its standard parameters (``b = b_c - Wᵀλ``, ``c = c_c - Wμ``), so sampling, AIS and checkpoints
+are unchanged; only the update differs: ΔW = <(h-λ)(v-μ)ᵀ>_data - <(h-λ)(v-μ)ᵀ>_model, Δb = Δb_c - ΔWᵀλ,
+Δc = Δc_c - ΔWμ, the standard-coordinate image of the centered step. It is better conditioned: the updates of
+W no longer move the biases by the data means.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.data.transforms import pixel_marginals
-from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.errors import CheckpointError, ConfigError, DataError, check_config
 from genlab.eval.ais import (
     ais_confidence,
     ais_log_partition,
@@ -62,28 +73,27 @@ class RBMConfig:
     ais_runs: int = 100  # 0: no AIS (only allowed when log Z can be computed exactly)
     ais_betas: int = 14500  # inverse temperatures, Salakhutdinov & Murray (2008) schedule
     exact_max_hidden: int = 25  # exact log Z by enumeration when min(n_hidden, n_visible) <= this
+    centering: bool = False  # follow the centered gradient (module docstring; Melchior et al. 2016)
+    offset_rate: float = 0.01  # centering: the hidden offset's running-mean rate per update
 
     def __post_init__(self) -> None:
-        def check(condition: bool, message: str) -> None:
-            if not condition:
-                raise ConfigError(message)
-
-        check(self.n_visible >= 1, f"model.n_visible must be >= 1, got {self.n_visible}")
-        check(self.n_hidden >= 1, f"model.n_hidden must be >= 1, got {self.n_hidden}")
-        check(self.cd_k >= 1, f"model.cd_k must be >= 1 Gibbs step, got {self.cd_k}")
-        check(self.n_chains >= 1, f"model.n_chains (PCD fantasy particles) must be >= 1, got {self.n_chains}")
-        check(0.0 <= self.sparsity_target < 1.0,
+        check_config(self.n_visible >= 1, f"model.n_visible must be >= 1, got {self.n_visible}")
+        check_config(self.n_hidden >= 1, f"model.n_hidden must be >= 1, got {self.n_hidden}")
+        check_config(self.cd_k >= 1, f"model.cd_k must be >= 1 Gibbs step, got {self.cd_k}")
+        check_config(self.n_chains >= 1, f"model.n_chains (PCD fantasy particles) must be >= 1, got {self.n_chains}")
+        check_config(0.0 <= self.sparsity_target < 1.0,
               f"model.sparsity_target must be in [0, 1) (0 turns sparsity off), got {self.sparsity_target}")
-        check(self.sparsity_cost >= 0.0, f"model.sparsity_cost must be >= 0, got {self.sparsity_cost}")
-        check(self.sparsity_cost == 0.0 or self.sparsity_target > 0.0,
+        check_config(self.sparsity_cost >= 0.0, f"model.sparsity_cost must be >= 0, got {self.sparsity_cost}")
+        check_config(self.sparsity_cost == 0.0 or self.sparsity_target > 0.0,
               f"model.sparsity_cost={self.sparsity_cost} needs a sparsity_target in (0, 1), e.g. 0.1")
-        check(self.init_std > 0.0 and math.isfinite(self.init_std),
+        check_config(self.init_std > 0.0 and math.isfinite(self.init_std),
               f"model.init_std must be a positive number, got {self.init_std}")
-        check(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
-        check(self.ais_runs >= 0, f"model.ais_runs must be >= 0, got {self.ais_runs}")
-        check(self.ais_betas >= 2,
+        check_config(self.sample_steps >= 0, f"model.sample_steps must be >= 0, got {self.sample_steps}")
+        check_config(self.ais_runs >= 0, f"model.ais_runs must be >= 0, got {self.ais_runs}")
+        check_config(self.ais_betas >= 2,
               f"model.ais_betas must be >= 2 (the schedule includes 0 and 1), got {self.ais_betas}")
-        check(0 <= self.exact_max_hidden <= _EXACT_LIMIT,
+        check_config(0.0 < self.offset_rate <= 1.0, f"model.offset_rate must be in (0, 1], got {self.offset_rate}")
+        check_config(0 <= self.exact_max_hidden <= _EXACT_LIMIT,
               f"model.exact_max_hidden must be in [0, {_EXACT_LIMIT}], got {self.exact_max_hidden}")
 
 
@@ -111,6 +121,9 @@ class RBM(GenerativeModel):
         self.c = nn.Parameter(torch.zeros(n_h))
         self.register_buffer("base_rate_logits", torch.zeros(n_v))
         self.register_buffer("chains", torch.zeros(0, n_v), persistent=False)
+        if config.centering:  # only then, so checkpoints of uncentered RBMs keep their exact layout
+            self.register_buffer("visible_offset", torch.full((n_v,), 0.5))
+            self.register_buffer("hidden_offset", torch.full((n_h,), 0.5))
 
     # ------------------------------------------------------------------ configuration and data
 
@@ -168,6 +181,9 @@ class RBM(GenerativeModel):
         logits = torch.logit(marginals).to(self.W.dtype)
         self.b.copy_(logits)
         self.base_rate_logits.copy_(logits)
+        if self.config.centering:
+            self.visible_offset.copy_(marginals.to(self.W.dtype))
+            self.hidden_offset.copy_(self.hidden_probs(marginals.to(self.W.dtype)[None])[0])
         return marginals.to(self.W.dtype)
 
     # ------------------------------------------------------------------ the math
@@ -262,6 +278,10 @@ class RBM(GenerativeModel):
         f_model = self.free_energy(v)
         cd_gap = f_data.mean() - f_model.mean()
         loss = cd_gap
+        if cfg.centering:
+            # The value stays the CD gap; the gradient becomes the centered one.
+            surrogate = self._centered_surrogate(x, pos_probs, v)
+            loss = cd_gap.detach() + surrogate - surrogate.detach()
         if cfg.sparsity_cost > 0.0:
             # Cross-entropy between the target and each unit's mean activation over the batch (Hinton 2010,
             # section 11; Lee, Ekanadham & Ng 2008 use a squared error), differentiated through the positive phase.
@@ -275,6 +295,20 @@ class RBM(GenerativeModel):
             "hidden_mean": float(pos_probs.mean()),
         }
         return loss, logs
+
+    def _centered_surrogate(self, x: Tensor, data_hidden: Tensor, v_model: Tensor) -> Tensor:
+        """A loss linear in (W, b, c) whose gradient is minus the centered update (module docstring), from data
+        x (B, n_visible) with p(h | x) ``data_hidden`` and negatives ``v_model``; then the hidden offset moves
+        towards this batch's mean p(h | x)."""
+        with torch.no_grad():
+            mu, lam = self.visible_offset, self.hidden_offset
+            model_hidden = self.hidden_probs(v_model)
+            delta_w = ((data_hidden - lam).T @ (x - mu) / x.shape[0]
+                       - (model_hidden - lam).T @ (v_model - mu) / v_model.shape[0])
+            delta_b = x.mean(0) - v_model.mean(0) - delta_w.T @ lam
+            delta_c = data_hidden.mean(0) - model_hidden.mean(0) - delta_w @ mu
+            lam.lerp_(data_hidden.mean(0), self.config.offset_rate)
+        return -((delta_w * self.W).sum() + (delta_b * self.b).sum() + (delta_c * self.c).sum())
 
     def divergence(self, logs: dict[str, float]) -> str | None:
         """Diverged when the step's reconstruction is more than twice as costly as the base-rate model's (the

@@ -27,7 +27,7 @@ dense(2·latent_dim); decoder dense(32·H/4·W/4) -> 3x3 stride-2 transposed con
 Evaluation (:meth:`VAE.evaluate`, ``genlab eval RUN``) reports the test ELBO and the importance-weighted NLL
 with k = 5000 samples (Burda et al.) in nats per image; see :mod:`genlab.eval.iwae`. Pictures: every epoch
 :meth:`VAE.snapshots` (samples, reconstructions, interpolations, the latent scatter and, for latent_dim 2, the
-manifold grid; GIFs at the end), and ``python -m genlab.viz.latent RUN`` draws the test set's latent space into
+manifold grid; GIFs at the end), and ``genlab latent RUN`` draws the test set's latent space into
 ``RUN/latent/`` (see :mod:`genlab.viz.latent`).
 """
 
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.data.transforms import pixel_marginals
-from genlab.errors import ConfigError, DataError
+from genlab.errors import ConfigError, DataError, check_config
 from genlab.eval.iwae import (
     diag_gaussian_log_density,
     importance_weighted_estimate,
@@ -75,11 +75,6 @@ _INTERPOLATION_PAIRS = 8
 _INTERPOLATION_STEPS = 8
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
 @dataclass
 class VAEConfig:
     """Hyper-parameters of a VAE. ``input_shape`` is filled from the data by :meth:`VAE.adapt_config`."""
@@ -102,30 +97,30 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         shape = tuple(self.input_shape)
-        _check(len(shape) in (1, 3) and all(d >= 1 for d in shape),
+        check_config(len(shape) in (1, 3) and all(d >= 1 for d in shape),
                f"model.input_shape must be (C, H, W) or (D,) with positive sizes, got {list(shape)}")
-        _check(self.architecture in ("mlp", "conv"),
+        check_config(self.architecture in ("mlp", "conv"),
                f"model.architecture must be mlp or conv, got {self.architecture!r}")
-        _check(all(h >= 1 for h in self.hidden_sizes),
+        check_config(all(h >= 1 for h in self.hidden_sizes),
                f"model.hidden_sizes must be positive widths, got {list(self.hidden_sizes)}")
-        _check(len(self.conv_channels) == 2 and all(c >= 1 for c in self.conv_channels),
+        check_config(len(self.conv_channels) == 2 and all(c >= 1 for c in self.conv_channels),
                f"model.conv_channels must be two positive channel counts, e.g. [32, 64], got "
                f"{list(self.conv_channels)}")
         if self.architecture == "conv":
-            _check(len(shape) == 3 and shape[1] % 4 == 0 and shape[2] % 4 == 0,
+            check_config(len(shape) == 3 and shape[1] % 4 == 0 and shape[2] % 4 == 0,
                    f"the conv VAE needs images (C, H, W) with H and W multiples of 4 (two stride-2 layers), got "
                    f"{list(shape)}; use data.pad_to=32 or model.architecture=mlp")
-        _check(self.activation in _ACTIVATIONS,
+        check_config(self.activation in _ACTIVATIONS,
                f"model.activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
-        _check(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
-        _check(self.likelihood in ("bernoulli", "gaussian", "mse"),
+        check_config(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        check_config(self.likelihood in ("bernoulli", "gaussian", "mse"),
                f"model.likelihood must be bernoulli, gaussian or mse, got {self.likelihood!r}")
-        _check(self.obs_std > 0, f"model.obs_std must be > 0, got {self.obs_std}")
-        _check(self.kl in ("analytic", "mc"), f"model.kl must be analytic or mc, got {self.kl!r}")
-        _check(self.beta >= 0, f"model.beta (the KL weight) must be >= 0, got {self.beta}")
-        _check(self.objective in ("elbo", "iwae"), f"model.objective must be elbo or iwae, got {self.objective!r}")
-        _check(self.k >= 1, f"model.k (samples per example) must be >= 1, got {self.k}")
-        _check(self.objective == "elbo" or self.beta == 1.0,
+        check_config(self.obs_std > 0, f"model.obs_std must be > 0, got {self.obs_std}")
+        check_config(self.kl in ("analytic", "mc"), f"model.kl must be analytic or mc, got {self.kl!r}")
+        check_config(self.beta >= 0, f"model.beta (the KL weight) must be >= 0, got {self.beta}")
+        check_config(self.objective in ("elbo", "iwae"), f"model.objective must be elbo or iwae, got {self.objective!r}")
+        check_config(self.k >= 1, f"model.k (samples per example) must be >= 1, got {self.k}")
+        check_config(self.objective == "elbo" or self.beta == 1.0,
                f"model.beta={self.beta} weights the KL of the ELBO objective; the IWAE bound has no separate KL "
                "term, so use beta=1 with objective=iwae")
         check_grid(self.manifold_size, self.manifold_bounds, self.manifold_spacing)
@@ -451,9 +446,9 @@ class VAE(GenerativeModel):
             raise ConfigError(f"VAE.evaluate got unknown option(s): {', '.join(sorted(options))}; "
                               "valid: iw_samples, test_limit, sample_chunk")
         iw_samples, test_limit, sample_chunk = int(iw_samples), int(test_limit), int(sample_chunk)
-        _check(iw_samples >= 1, f"iw_samples (k, importance samples per image) must be >= 1, got {iw_samples}")
-        _check(test_limit >= 0, f"test_limit must be >= 0 images (0: the whole test set), got {test_limit}")
-        _check(sample_chunk >= 0, f"sample_chunk must be >= 0 (0: automatic), got {sample_chunk}")
+        check_config(iw_samples >= 1, f"iw_samples (k, importance samples per image) must be >= 1, got {iw_samples}")
+        check_config(test_limit >= 0, f"test_limit must be >= 0 images (0: the whole test set), got {test_limit}")
+        check_config(sample_chunk >= 0, f"sample_chunk must be >= 0 (0: automatic), got {sample_chunk}")
         generator = generator if generator is not None else self._fixed_generator(0)
         log_marginals, elbos, kls = [], [], []
         seen = 0

@@ -14,6 +14,7 @@ import torch
 from genlab import registry
 from genlab.config import RunConfig, build_run_config, dump_yaml, load_yaml
 from genlab.data.datasets import DataBundle, build_data
+from genlab.device import resolve_device
 from genlab.errors import CheckpointError, ConfigError
 from genlab.training import checkpoint as ckpt
 from genlab.training.callbacks import default_callbacks
@@ -24,21 +25,6 @@ from genlab.training.distributed import (
     shutdown_distributed,
 )
 from genlab.training.trainer import Trainer, seed_everything
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available here; use --device cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device={name} but MPS is not available here; use --device cpu or auto")
-    return device
 
 
 def new_run_dir(config: RunConfig) -> Path:

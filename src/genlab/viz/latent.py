@@ -15,15 +15,13 @@ Both coordinates run over the same bounds ``[lo, hi]`` (in z units, lo < hi), sp
 The end points are exactly lo and hi in both cases. Columns run left to right with increasing z₁, rows top to
 bottom with *decreasing* z₂, so the picture reads like a plot with the z₂ axis pointing up.
 
-From the command line, ``python -m genlab.viz.latent RUN`` writes ``manifold.png`` (2-D latent spaces),
+From the command line, ``genlab latent RUN`` (:func:`genlab.api.latent_pictures`) writes ``manifold.png`` (2-D latent spaces),
 ``latent_scatter.png`` (test-set latent means coloured by label) and ``interpolation.png`` into ``RUN/latent/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.errors import ConfigError, DataError
 
 __all__ = [
     "check_grid",
@@ -42,7 +40,6 @@ __all__ = [
     "interpolation_pairs",
     "latent_grid",
     "latent_means",
-    "main",
     "project_to_plane",
     "scatter_figure",
     "write_latent_pictures",
@@ -320,66 +317,3 @@ def write_latent_pictures(model: Any, batches: Iterable[Any], out_dir: str | Pat
         rows = interpolation_grid(model, chosen, steps=steps)
         written["interpolation"] = save_grid(rows, out_dir / "interpolation.png", ncol=steps)
     return written
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ConfigError(f"{self.prog}: {message}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m genlab.viz.latent RUN``: latent-space pictures of a trained VAE run from its test set."""
-    parser = _Parser(prog="python -m genlab.viz.latent",
-                     description="Write manifold.png, latent_scatter.png and interpolation.png of a VAE run.")
-    parser.add_argument("run", help="VAE run directory (or checkpoint directory)")
-    parser.add_argument("--out", help="output directory (default RUN/latent)")
-    parser.add_argument("--size", type=int, default=None, help="manifold cells per side (default: the config's)")
-    parser.add_argument("--bounds", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                        help="manifold z range (default: the config's, e.g. -4 4)")
-    parser.add_argument("--spacing", choices=SPACINGS, default=None, help="manifold spacing (default: config's)")
-    parser.add_argument("--limit", type=int, default=5000, help="test images in the scatter (0: all)")
-    parser.add_argument("--pairs", type=int, default=8, help="interpolation rows")
-    parser.add_argument("--steps", type=int, default=10, help="images per interpolation row")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", help="where the datasets are (default: the run's setting / $GENLAB_DATA)")
-    try:
-        args = parser.parse_args(argv)
-        out = write_from_run(args.run, out_dir=args.out, size=args.size, bounds=args.bounds, spacing=args.spacing,
-                             limit=args.limit, pairs=args.pairs, steps=args.steps, device=args.device,
-                             data_dir=args.data_dir)
-    except GenlabError as exc:
-        print(f"genlab: error: {exc}", file=sys.stderr)
-        return 2
-    for name, path in out.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-def write_from_run(run: str | Path, *, out_dir: str | Path | None = None, size: int | None = None,
-                   bounds: Sequence[float] | None = None, spacing: str | None = None, limit: int = 5000,
-                   pairs: int = 8, steps: int = 10, device: str = "auto",
-                   data_dir: str | None = None) -> dict[str, Path]:
-    """Load a VAE run, build its test split (validation if it has none) and :func:`write_latent_pictures`."""
-    from dataclasses import replace
-
-    from genlab.data.datasets import build_data
-    from genlab.training.checkpoint import load_model
-    from genlab.training.run import resolve_device
-
-    model, config = load_model(Path(run), resolve_device(device))
-    _check_vae(model)
-    data_config = replace(config.data, data_dir=data_dir) if data_dir else config.data
-    data = build_data(data_config, seed=config.train.seed, splits=("val", "test"))
-    loader = data.test or data.val
-    if loader is None:
-        raise ConfigError(f"{run}: its dataset has no test or validation split to draw the latent space of")
-    cfg = model.config
-    return write_latent_pictures(
-        model, iter(loader), Path(out_dir) if out_dir else Path(run) / "latent",
-        size=size or getattr(cfg, "manifold_size", 20),
-        bounds=bounds or getattr(cfg, "manifold_bounds", (-4.0, 4.0)),
-        spacing=spacing or getattr(cfg, "manifold_spacing", "linear"), limit=limit, pairs=pairs, steps=steps)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
