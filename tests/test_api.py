@@ -168,3 +168,19 @@ def test_conditional_samples_keep_their_labels(tmp_path, tiny_images):
 
 def test_version_flag(capsys):
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"genlab {genlab.__version__}"
+
+
+def test_devices_resolve_or_give_one_typed_error():
+    from genlab.device import resolve_device
+
+    assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(ConfigError, match="unknown device"):
+        genlab.load("runs/anything", device="gpu0")
+
+
+def test_latent_pictures_refuse_a_model_without_a_latent_space(tiny_images, tmp_path, capsys):
+    run = tiny_train(tiny_images, tmp_path, overrides={"train.max_steps": 2})
+    assert main(["latent", str(run.path), "--device", "cpu"]) == 2
+    assert "latent pictures need a VAE" in capsys.readouterr().err

@@ -253,7 +253,7 @@ def test_results_on_another_device_get_their_own_file_and_both_are_reported(fake
     assert bench.results_filename("rbm-speed", "cuda:1") == "rbm-speed.cuda.json"
     _run(tmp_path, only=["rbm_fake_loglik"])
     # A run on a GPU machine beside the CPU result (the device is resolved before any benchmark runs).
-    monkeypatch.setattr("genlab.training.run.resolve_device", lambda name: name)
+    monkeypatch.setattr("genlab.device.resolve_device", lambda name: name)
     code = bench.run_benchmarks("quick", only=["rbm_fake_loglik"], results_dir=tmp_path / "benchmarks" / "results",
                                 report=tmp_path / "BENCHMARKS.md", device="cuda")
     text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
@@ -286,3 +286,17 @@ def test_the_10k_leaderboard_puts_each_model_beside_the_real_test_floor(fake_reg
     assert [r["floor"] for r in rows] == [True, False]
     assert rows[1]["label_accuracy_pct"] == 97.5 and "label_accuracy_pct" not in rows[0]
     assert (results.parent / "plots" / "leaderboard_10k.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_cd1_roofline_times_five_matmuls_of_the_step():
+    from genlab.bench.rbm_bench import cd1_matmul_seconds
+
+    seconds, flops = cd1_matmul_seconds(batch=4, n_visible=6, n_hidden=3, repeats=2)
+    assert seconds > 0 and flops == 5 * 2 * 4 * 6 * 3
+
+
+def test_a_likelihood_on_part_of_the_test_set_says_so_in_the_report():
+    assert report.metric_label({"metric": "test_nll_iwae_k5000", "n_test": 1000}) == \
+        "test_nll_iwae_k5000 (first 1,000 test images)"
+    assert report.metric_label({"metric": "test_nll_iwae_k5000_full", "n_test": 10000}) == "test_nll_iwae_k5000_full"
+    assert report.metric_label({"metric": "judge_fd", "n_test": 10}) == "judge_fd"

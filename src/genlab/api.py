@@ -94,6 +94,9 @@ def train(model: str, *, preset: str | None = None, dataset: Any = None, epochs:
     """
     if not isinstance(model, str):
         raise ConfigError(f"model must be a model name such as 'rbm' (see genlab.models()), got {model!r}")
+    from genlab import registry
+
+    registry.get(model)  # an unknown model is refused before any data is stored
     settings: dict[str, Any] = {"train.out_dir": str(out)}
     if dataset is not None:
         settings["data.dataset"] = dataset_source(dataset, Path(out))

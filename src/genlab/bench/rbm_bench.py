@@ -190,27 +190,35 @@ def rbm_loglik_centered(ctx: BenchContext) -> list[dict]:
     trainer = outcome.trainer
     train_cpu = time.process_time() - cpu_started
     epochs = trainer.step / len(outcome.data.train)
-    model = trainer.model.eval()
-    data = build_data(outcome.config.data, seed=outcome.config.train.seed, splits=("test",))
-    started = time.perf_counter()
-    result = model.evaluate(iter(data.test), ais_runs=100, ais_betas=14500)
-    eval_wall = time.perf_counter() - started
-    common = {"model": "rbm-500h-pcd-centered", "dataset": "mnist"}
+    result, eval_wall = _test_loglik(trainer.model.eval(), outcome.config)
     ctx.notes.append(f"centered PCD-1, 500 hidden: {epochs:.1f} of the preset's {outcome.config.train.epochs} epochs in "
                      f"{trainer.elapsed / 60:.1f} min of training ({train_cpu / 60:.1f} CPU min this session; budget "
                      f"{budget_s / 60:.0f} min{', stopped by it' if guard.stopped_early else ''}); AIS on all "
                      f"{int(result['n_test'])} test images, 100 runs x 14500 temperatures, {eval_wall:.0f} s; "
                      f"log Z = {result['log_z']:.2f} [{result['log_z_ais_lower']:.2f}, {result['log_z_ais_upper']:.2f}]")
+    target = {"value": -86.3, "source": "target: >= -86.3 nats in <= 60 min", "higher_is_better": True}
+    return _loglik_records({"model": "rbm-500h-pcd-centered", "dataset": "mnist"}, result, target=target,
+                           train_s=round(trainer.elapsed, 1), epochs=round(epochs, 2), budget_s=budget_s,
+                           n_test=int(result["n_test"]), ais_s=round(eval_wall, 1))
+
+
+def _test_loglik(model, run_config) -> tuple[dict, float]:
+    """The model's AIS test log-likelihood (100 runs x 14,500 temperatures, all test images) and its seconds."""
+    data = build_data(run_config.data, seed=run_config.train.seed, splits=("test",))
+    started = time.perf_counter()
+    result = model.evaluate(iter(data.test), ais_runs=100, ais_betas=14500)
+    return result, time.perf_counter() - started
+
+
+def _loglik_records(common: dict, result: dict, **facts) -> list[dict]:
+    """The test log-likelihood (against Salakhutdinov & Murray's CD-25 figure) and its AIS interval."""
     return [
         {**common, "metric": "test_loglik_nats", "value": round(result["test_loglik_nats"], 2), "unit": "nats/image",
-         "reference": SALAKHUTDINOV_CD25, "target": {"value": -86.3, "source": "target: >= -86.3 nats in <= 60 min", "higher_is_better": True},
-         "train_s": round(trainer.elapsed, 1), "epochs": round(epochs, 2), "budget_s": budget_s,
-         "n_test": int(result["n_test"])},
+         "reference": SALAKHUTDINOV_CD25, **facts},
         {**common, "metric": "ais_interval_lower_nats", "value": round(result["test_loglik_nats_lower"], 2),
          "unit": "nats/image"},
         {**common, "metric": "ais_interval_upper_nats", "value": round(result["test_loglik_nats_upper"], 2),
          "unit": "nats/image"},
-        {**common, "metric": "ais_seconds", "value": round(eval_wall, 1), "unit": "s"},
     ]
 
 
@@ -224,20 +232,10 @@ def rbm_loglik(ctx: BenchContext) -> list[dict]:
     from genlab.training.checkpoint import load_model
 
     model, run_config = load_model(run_dir)
-    data = build_data(run_config.data, seed=run_config.train.seed, splits=("test",))
-    started = time.perf_counter()
-    result = model.evaluate(iter(data.test), ais_runs=100, ais_betas=14500)
-    eval_wall = time.perf_counter() - started
-    common = {"model": "rbm-500h-pcd", "dataset": "mnist"}
+    result, eval_wall = _test_loglik(model, run_config)
     ctx.notes.append(f"test set stochastically binarized once with a fixed seed; training: {train_wall:.0f} s wall, "
                      f"{train_cpu:.0f} s CPU; AIS: 100 runs x 14500 "
                      f"temperatures, {eval_wall:.0f} s; log Z = {result['log_z']:.2f} "
                      f"[{result['log_z_ais_lower']:.2f}, {result['log_z_ais_upper']:.2f}] (mean ± 3 s.e.)")
-    return [
-        {**common, "metric": "test_loglik_nats", "value": round(result["test_loglik_nats"], 2), "unit": "nats/image",
-         "reference": SALAKHUTDINOV_CD25, "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1)},
-        {**common, "metric": "ais_interval_lower_nats", "value": round(result["test_loglik_nats_lower"], 2),
-         "unit": "nats/image"},
-        {**common, "metric": "ais_interval_upper_nats", "value": round(result["test_loglik_nats_upper"], 2),
-         "unit": "nats/image"},
-    ]
+    return _loglik_records({"model": "rbm-500h-pcd", "dataset": "mnist"}, result,
+                           train_wall_s=round(train_wall, 1), train_cpu_s=round(train_cpu, 1))

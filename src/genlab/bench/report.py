@@ -20,6 +20,7 @@ from pathlib import Path
 from genlab.bench import device_kind, load_results
 
 PLOTS_DIRNAME = "plots"  # beside results/, i.e. benchmarks/plots/
+FULL_TEST_SET = 10000  # MNIST and Fashion-MNIST test images
 # Conventional names for per-model cost figures: a record field, or a sibling record's metric (same model,
 # dataset and benchmark).
 COST_FIGURES = {
@@ -196,11 +197,20 @@ def _higher_is_better(record: dict, reference: dict) -> bool:
     return any(word in metric for word in _HIGHER_WORDS)
 
 
+def metric_label(record: dict) -> str:
+    """A record's metric name as shown: a likelihood measured on part of the test set says on how much."""
+    metric = str(record.get("metric"))
+    n_test = record.get("n_test")
+    if metric.startswith("test_nll") and isinstance(n_test, (int, float)) and 0 < n_test < FULL_TEST_SET:
+        return f"{metric} (first {int(n_test):,} test images)"
+    return metric
+
+
 def _entry(document: dict, record: dict, paper_value, source: str, unit: str, higher: bool) -> dict:
     own = record.get("reference")
     if isinstance(own, dict) and "value" in own:  # a record's own reference wins: it knows its setting best
         paper_value, source = own["value"], own.get("source", source)
-    return {"model": record.get("model"), "dataset": record.get("dataset"), "metric": record.get("metric"),
+    return {"model": record.get("model"), "dataset": record.get("dataset"), "metric": metric_label(record),
             "ours": record.get("value"), "stderr": record.get("stderr"), "paper": paper_value, "source": source,
             "unit": record.get("unit") or unit, "verdict": _verdict(record.get("value"), paper_value, higher),
             "train_wall_s": _cost(document, record, "train_wall_s"),
@@ -363,7 +373,7 @@ def _details_section(documents: list[dict], pictures_prefix: str = "benchmarks")
                 value = _format(record.get("value"))
                 if record.get("stderr") is not None:
                     value += f" ± {_format(record['stderr'])}"
-                rows.append([record.get("model"), record.get("dataset"), record.get("metric"), value,
+                rows.append([record.get("model"), record.get("dataset"), metric_label(record), value,
                              record.get("unit", ""), reference_text, _format(record.get("wall_s"))])
             lines += _table(["model", "dataset", "metric", "value", "unit", "reference", "wall s"], rows)
         for note in document.get("notes", []):
