@@ -310,14 +310,23 @@ class RBM(GenerativeModel):
             lam.lerp_(data_hidden.mean(0), self.config.offset_rate)
         return -((delta_w * self.W).sum() + (delta_b * self.b).sum() + (delta_c * self.c).sum())
 
+    def _base_rate_entropy(self) -> float:
+        """Entropy (nats per image) of the base-rate model, computed again only when its logits change."""
+        logits = self.base_rate_logits
+        key = (logits._version, logits.data_ptr())
+        if getattr(self, "_entropy_key", None) != key:
+            self._entropy = float(-(torch.sigmoid(logits) * F.logsigmoid(logits)
+                                    + torch.sigmoid(-logits) * F.logsigmoid(-logits)).sum())
+            self._entropy_key = key
+        return self._entropy
+
     def divergence(self, logs: dict[str, float]) -> str | None:
         """Diverged when the step's reconstruction is more than twice as costly as the base-rate model's (the
         RBM's starting point: biases at the pixel marginals' logits, W ≈ 0), or when the free-energy gap
         between data and negatives exceeds 10 nats per visible unit. Both stay finite at lr = 1e9 while the
         weights run away; healthy training lowers the first and keeps the second to tens of nats."""
         recon = logs.get("recon_ce_nats")
-        base = float(-(torch.sigmoid(self.base_rate_logits) * F.logsigmoid(self.base_rate_logits)
-                       + torch.sigmoid(-self.base_rate_logits) * F.logsigmoid(-self.base_rate_logits)).sum())
+        base = self._base_rate_entropy()
         if recon is not None and base > 0.0 and recon > 2.0 * base:
             return (f"the reconstruction cross-entropy rose to {recon:.4g} nats per image, over twice the "
                     f"{base:.4g} of the base-rate model the RBM started from")
