@@ -29,6 +29,7 @@ from genlab.config import compose_run_config
 from genlab.eval import judge as judge_lib
 from genlab.training.callbacks import WallClockBudget
 from genlab.training.run import fit
+from genlab.viz.arrays import to_uint8
 
 TRAIN_BUDGET_S = 30 * 60.0
 N_SAMPLES = 10_000
@@ -70,13 +71,6 @@ def draw(model, n: int, *, seed: int = 0, batch_size: int = 500) -> tuple[torch.
         z = model.sample_z(stop - start, generator)
         pieces.append(model.generate(z, None if labels is None else labels[start:stop]).cpu())
     return torch.cat(pieces), (None if labels is None else labels.cpu())
-
-
-def to_uint8(images: torch.Tensor, value_range: tuple[float, float]) -> np.ndarray:
-    """(N, 1, H, W) in ``value_range`` -> uint8 (N, H, W)."""
-    low, high = value_range
-    unit = ((images.float() - low) / (high - low)).clamp(0.0, 1.0)
-    return (unit[:, 0] * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
 def leaderboard_records(model_name: str, dataset: str, images: torch.Tensor, *, value_range, labels=None,
