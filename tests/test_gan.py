@@ -421,3 +421,34 @@ def test_the_families_leaderboard_draws_from_each_benchmarks_newest_run(tiny_ima
     model, _ = ckpt.load_model(run)
     drawn, labels = draw(model, 40, batch_size=7)  # batches that split the label blocks
     assert labels.tolist() == sum(([k] * 10 for k in range(4)), []) and drawn.shape == (40, 1, 8, 8)
+
+
+def test_the_families_leaderboard_trains_a_fallback_preset_where_a_benchmark_has_not_run(tiny_images, tmp_path,
+                                                                                          monkeypatch):
+    from types import SimpleNamespace
+
+    from genlab.bench import BenchContext, gan_bench
+
+    run = train(tiny_config(tiny_images, tmp_path / "trained", "dcgan", "train.max_steps=2"))
+    trained, scored = [], []
+
+    def fake_training(preset, *, budget_s, work_dir, **_):
+        trained.append((preset, budget_s, work_dir.name))
+        return SimpleNamespace(run_dir=run), {}
+
+    def fake_records(model_name, dataset, images, **fields):
+        scored.append((model_name, fields["preset"], tuple(images.shape)))
+        return [{"metric": "judge_fd_10k", "value": 1.0}]
+
+    monkeypatch.setattr(gan_bench, "FAMILY_RUNS", {"rbm": "rbm-loglik", "dbn": "dbn-hinton2006"})
+    monkeypatch.setattr(gan_bench, "N_SAMPLES", 6)
+    monkeypatch.setattr(gan_bench, "train_preset_for_budget", fake_training)
+    monkeypatch.setattr(gan_bench, "leaderboard_records", fake_records)
+    ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "work" / "leaderboard-families",
+                       train_budget_s=60.0)
+    records = gan_bench.bench_families(ctx)
+    # The RBM had no benchmark run: its fallback preset trains for the budget; the DBN has none and is not scored.
+    assert trained == [("rbm-mnist", 60.0, "rbm")] and len(records) == 1
+    assert scored[0][1] == "rbm-mnist" and scored[0][2][0] == 6
+    assert any("dbn: no trained run" in note for note in ctx.notes)
+    assert any("trained here for a 1-min budget" in note for note in ctx.notes)
