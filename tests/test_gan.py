@@ -14,7 +14,7 @@ from torchrun_helpers import torchrun_two_processes
 from genlab import registry
 from genlab.cli import main
 from genlab.config import apply_overrides, build_run_config
-from genlab.errors import ConfigError, TrainingError
+from genlab.errors import CheckpointError, ConfigError, TrainingError
 from genlab.models import gan
 from genlab.models.base import DataInfo
 from genlab.training import checkpoint as ckpt
@@ -452,3 +452,22 @@ def test_the_families_leaderboard_trains_a_fallback_preset_where_a_benchmark_has
     assert scored[0][1] == "rbm-mnist" and scored[0][2][0] == 6
     assert any("dbn: no trained run" in note for note in ctx.notes)
     assert any("trained here for a 1-min budget" in note for note in ctx.notes)
+
+
+def test_a_checkpoint_carries_the_description_of_its_data(tiny_images, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run = train(tiny_config(tiny_images, tmp_path, "cgan", "train.max_steps=2"))
+    info = ckpt.read_data_info(run)
+    assert info == DataInfo(kind="image", shape=(1, 8, 8), num_classes=4, value_range=(-1.0, 1.0))
+    model, config = ckpt.load_model(run)
+    assert ckpt.samples_value_range(run, config) == (-1.0, 1.0)
+    # A checkpoint from before DataInfo was saved falls back to its config; a malformed one is a CheckpointError.
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(ckpt.latest_checkpoint(run) / ckpt.MODEL_FILE)), str(old),
+              metadata={"format": ckpt.FORMAT, "run_config": json.dumps(config.to_dict())})
+    assert ckpt.read_data_info(old) is None and ckpt.samples_value_range(old, config) == (-1.0, 1.0)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(1)}, str(bad), metadata={"format": ckpt.FORMAT, "data_info": "{\"kind\": 1"})
+    with pytest.raises(CheckpointError, match="data description"):
+        ckpt.read_data_info(bad)

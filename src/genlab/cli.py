@@ -218,7 +218,9 @@ def _cmd_sample(args) -> int:
     if n > limit:
         raise ConfigError(f"--n {n}: a {'grid' if suffix == '.png' else 'sample file'} holds at most {limit} "
                           f"images; draw fewer (or several files with different --seed)")
-    value_range = config.data.value_range
+    from genlab.training.checkpoint import samples_value_range
+
+    value_range = samples_value_range(Path(args.run), config)
     if suffix == ".png":
         with torch.no_grad():
             images = model.sample(n, generator=generator, **options)

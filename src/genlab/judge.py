@@ -99,7 +99,7 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
 def sample_run(run_dir: str | os.PathLike, n: int, *, seed: int = 0,
                device: str | torch.device = "cpu") -> tuple[torch.Tensor, str, tuple[float, float]]:
     """(n samples, the run's dataset, their value range) from the latest checkpoint of an image-model run."""
-    from genlab.training.checkpoint import load_model
+    from genlab.training.checkpoint import load_model, samples_value_range
 
     model, config = load_model(Path(run_dir), device)
     if getattr(model, "kind", "image") != "image":
@@ -107,7 +107,7 @@ def sample_run(run_dir: str | os.PathLike, n: int, *, seed: int = 0,
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     with torch.no_grad():
         images = model.sample(n, generator=generator)
-    value_range = config.data.value_range
+    value_range = samples_value_range(Path(run_dir), config)
     return images.detach().float().cpu(), str(config.data.dataset), value_range
 
 

@@ -337,8 +337,7 @@ def draw_from_run(run_dir: Path, n: int, *, device: str = "cpu", seed: int = 0, 
     pieces = [model.sample(min(batch_size, n - start), generator=generator).float().cpu()
               for start in range(0, n, batch_size)]
     state = ckpt.load_train_state(ckpt.latest_checkpoint(run_dir) / ckpt.STATE_FILE)
-    value_range = config.data.value_range
-    return torch.cat(pieces), config, value_range, float(state.get("elapsed", 0.0)) / 60.0
+    return torch.cat(pieces), config, ckpt.samples_value_range(run_dir, config), float(state.get("elapsed", 0.0)) / 60.0
 
 
 @benchmark("leaderboard-families", suites=("full",),

@@ -273,7 +273,8 @@ class CheckpointCallback(Callback):
         state = trainer.state_dict()  # under DDP a collective, so every rank gets here
         if self.checkpoints_dir is not None:
             trainer.last_checkpoint = ckpt.save_checkpoint(self.checkpoints_dir, trainer.step, trainer.model,
-                                                           trainer.config.to_dict(), state, self.keep_last)
+                                                           trainer.config.to_dict(), state, self.keep_last,
+                                                           data_info=getattr(trainer.data, "info", None))
         self.last_step = trainer.step
         self.last_time = time.monotonic()
 

@@ -1,7 +1,8 @@
 """Checkpoints: ``model.safetensors`` (weights + config) and ``train_state.pt`` (everything else).
 
-``model.safetensors`` is what sample/eval/serve load: plain tensors plus the run config as JSON metadata, so
-a checkpoint rebuilds its own model. ``train_state.pt`` holds optimizer, scheduler, step, RNG states and model
+``model.safetensors`` is what sample/eval/serve load: plain tensors plus the run config and the
+data's description (:class:`~genlab.data.info.DataInfo`: shape, classes, value range, vocabulary) as JSON
+metadata, so a checkpoint rebuilds its own model and says what its samples are. ``train_state.pt`` holds optimizer, scheduler, step, RNG states and model
 state such as persistent chains; it is read with ``torch.load(weights_only=True)``, so a tampered file can
 never execute code. Each checkpoint is written into a temporary directory, fsynced and renamed into place,
 so a process killed at any moment leaves either the previous checkpoint or the new one, never half of one; a
@@ -12,6 +13,7 @@ CheckpointError naming the file rather than silently different weights.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,12 +28,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from genlab.data.info import DataInfo
 from genlab.errors import CheckpointError, ConfigError
 
 FORMAT = "genlab-1"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 MANIFEST_FILE = "manifest.json"
+DATA_INFO_KEY = "data_info"
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
 
 
@@ -54,14 +58,48 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def save_model_file(path: Path, model: torch.nn.Module, run_config: dict) -> None:
+def save_model_file(path: Path, model: torch.nn.Module, run_config: dict, data_info: DataInfo | None = None) -> None:
+    """Weights as plain tensors; the run config and the description of the data the model was trained on
+    (:class:`~genlab.data.info.DataInfo`: shape, classes, value range, vocabulary) as JSON metadata."""
     tensors = {name: tensor.detach().contiguous().cpu().clone() for name, tensor in model.state_dict().items()}
     metadata = {"format": FORMAT, "run_config": json.dumps(run_config)}
+    if data_info is not None:
+        metadata[DATA_INFO_KEY] = json.dumps(dataclasses.asdict(data_info))
     save_file(tensors, str(path), metadata=metadata)
 
 
+def read_data_info(path: Path) -> DataInfo | None:
+    """The :class:`~genlab.data.info.DataInfo` saved with a checkpoint (a run or checkpoint directory, or a
+    ``model.safetensors``); None for checkpoints written before it was saved. CheckpointError if malformed."""
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path) / MODEL_FILE
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get(DATA_INFO_KEY)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    if stored is None:
+        return None
+    try:
+        fields = json.loads(stored)
+        fields["shape"] = tuple(int(d) for d in fields["shape"])
+        fields["value_range"] = tuple(float(v) for v in fields["value_range"])
+        return DataInfo(**fields)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: the data description stored in its metadata is malformed") from None
+
+
+def samples_value_range(path: Path, run_config) -> tuple[float, float]:
+    """The value range of a checkpoint's samples: from its saved DataInfo, or (older checkpoints) its config."""
+    info = read_data_info(path)
+    return tuple(info.value_range) if info is not None else run_config.data.value_range
+
+
 def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, run_config: dict,
-                    train_state: dict[str, Any], keep_last: int) -> Path:
+                    train_state: dict[str, Any], keep_last: int, data_info: DataInfo | None = None) -> Path:
     """Atomically write ``checkpoints_dir/step-NNNNNNNNN/`` and prune to the newest ``keep_last``."""
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / f"step-{step:09d}"
@@ -69,7 +107,7 @@ def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, ru
     if temporary.exists():
         shutil.rmtree(temporary)
     temporary.mkdir()
-    save_model_file(temporary / MODEL_FILE, model, run_config)
+    save_model_file(temporary / MODEL_FILE, model, run_config, data_info)
     torch.save(train_state, temporary / STATE_FILE)
     for name in (MODEL_FILE, STATE_FILE):
         _fsync_file(temporary / name)
