@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import CheckpointError, ConfigError, DataError, check_config
-from genlab.eval.ais import bernoulli
+from genlab.models.partition import bernoulli
 from genlab.models.base import DataInfo, GenerativeModel
 from genlab.models.rbm import RBM, RBMConfig
 from genlab.registry import register

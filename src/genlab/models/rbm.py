@@ -12,7 +12,7 @@ Learning is expressed as a surrogate loss ``mean F(v_data) - mean F(v_model)`` w
 gradient is the negative CD-k update (or PCD-k, Tieleman 2008, "Training restricted Boltzmann machines using
 approximations to the likelihood gradient"), so any optimizer applies the classic rule. Likelihoods use the
 exact partition function for small hidden layers and AIS (Salakhutdinov & Murray 2008) otherwise; see
-:mod:`genlab.eval.ais`.
+:mod:`genlab.models.partition`.
 
 Centering (``model.centering=true``; Montavon & Müller 2012, Melchior, Fischer & Wiskott 2016, "How to center
 deep Boltzmann machines", JMLR 17) follows the gradient of the energy written around offsets μ (visible, the
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from genlab.data.transforms import pixel_marginals
 from genlab.errors import CheckpointError, ConfigError, DataError, check_config
-from genlab.eval.ais import (
+from genlab.models.partition import (
     ais_confidence,
     ais_log_partition,
     bernoulli,
