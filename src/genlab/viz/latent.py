@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, DataError
 from genlab.models.latent_space import (
     MAX_GRID_SIZE,
     SPACINGS,
