@@ -74,7 +74,7 @@ class DBNClassifierConfig:
 def _dbn_checkpoint(path: str) -> tuple[DBNConfig, dict[str, Tensor]]:
     """The config and weights of the ``dbn`` run (or checkpoint) at ``path``."""
     from genlab.config import build_run_config
-    from genlab.training import checkpoint as ckpt
+    from genlab import checkpoint_files as ckpt
 
     location = Path(path).expanduser()
     try:
