@@ -13,6 +13,8 @@ weight equals p(x), so even L_1 is exact. Burda et al. report test NLL as -L_500
 
 :func:`importance_weighted_estimate` streams the k samples in chunks (the log weights of one chunk at a time,
 combined with ``logaddexp``), so k = 5000 needs the memory of one chunk only.
+
+This module sits in the models layer so the VAE can use it; :mod:`genlab.eval.iwae` re-exports it.
 """
 
 from __future__ import annotations

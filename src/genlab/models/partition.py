@@ -17,6 +17,8 @@ networks", ICML: anneal from a base-rate model with zero weights to the RBM thro
 (the hidden units integrated out), moving with Gibbs sampling on the β-scaled RBM. ``exp(log w)`` of every
 run is an unbiased estimate of ``Z``; the log of their mean is a stochastic *lower* bound on ``log Z`` in
 expectation (Jensen), so AIS-based test log-likelihoods tend to be optimistic when the run count is small.
+
+This module sits in the models layer so the RBM and DBN can use it; :mod:`genlab.eval.ais` re-exports it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Two ways to supply the context ``c_{≤t}``:
 
 A model enters as ``forward(x, state) -> (logits, state)`` with ``x`` a (B, T) LongTensor of ids, ``logits``
 (B, T, V) and ``state`` an opaque recurrent state (``None``: zeros), so nothing here depends on the model class.
+
+This module sits in the models layer so the character LSTM can use it; :mod:`genlab.eval.text` re-exports it.
 """
 
 from __future__ import annotations
