@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from genlab.data.datasets import IGNORE_INDEX
 from genlab.data.text import UNKNOWN_POLICIES, CharVocab
 from genlab.errors import ConfigError, DataError, check_config
-from genlab.eval.text import CONTEXTS, LN2, text_loss
+from genlab.models.text_loss import CONTEXTS, LN2, text_loss
 from genlab.models.base import DataInfo, GenerativeModel
 from genlab.registry import register
 
@@ -303,7 +303,7 @@ class CharLSTM(GenerativeModel):
         """``val_nats_per_char``, ``val_bits_per_char`` and ``val_chars`` (characters scored) over the split.
 
         Text corpora have no test split, so ``genlab eval`` passes the validation split. ``context`` and
-        ``streams`` override ``config.eval_context`` / ``config.eval_streams`` (see :mod:`genlab.eval.text`).
+        ``streams`` override ``config.eval_context`` / ``config.eval_streams`` (see :mod:`genlab.models.text_loss`).
         """
         if options:
             raise ConfigError(f"unknown char-lstm eval option(s) {', '.join(sorted(options))}; "

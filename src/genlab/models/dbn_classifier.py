@@ -20,13 +20,8 @@ from torch import Tensor, nn
 
 from genlab.errors import CheckpointError, ConfigError, DataError, check_config
 from genlab.models.base import DataInfo, GenerativeModel
-from genlab.models.dbn import (
-    DBN,
-    DBNConfig,
-    _check_data,
-    _images_and_labels,
-    l2_penalty,
-)
+from genlab.models.dbn import DBN
+from genlab.models.dbn_config import DBNConfig, _check_data, _images_and_labels, l2_penalty
 from genlab.registry import register
 
 
@@ -74,7 +69,7 @@ class DBNClassifierConfig:
 def _dbn_checkpoint(path: str) -> tuple[DBNConfig, dict[str, Tensor]]:
     """The config and weights of the ``dbn`` run (or checkpoint) at ``path``."""
     from genlab.config import build_run_config
-    from genlab.training import checkpoint as ckpt
+    from genlab import checkpoint_files as ckpt
 
     location = Path(path).expanduser()
     try:

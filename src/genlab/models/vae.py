@@ -25,10 +25,10 @@ dense(2·latent_dim); decoder dense(32·H/4·W/4) -> 3x3 stride-2 transposed con
 -> a 3x3 stride-1 transposed convolution to the image channels; "same" padding, so H and W must be multiples of 4).
 
 Evaluation (:meth:`VAE.evaluate`, ``genlab eval RUN``) reports the test ELBO and the importance-weighted NLL
-with k = 5000 samples (Burda et al.) in nats per image; see :mod:`genlab.eval.iwae`. Pictures: every epoch
+with k = 5000 samples (Burda et al.) in nats per image; see :mod:`genlab.models.importance`. Pictures: every epoch
 :meth:`VAE.snapshots` (samples, reconstructions, interpolations, the latent scatter and, for latent_dim 2, the
-manifold grid; GIFs at the end), and ``genlab latent RUN`` draws the test set's latent space into
-``RUN/latent/`` (see :mod:`genlab.viz.latent`).
+manifold grid; GIFs at the end, drawn by :mod:`genlab.models.latent_space`), and ``genlab latent RUN`` draws
+the test set's latent space into ``RUN/latent/`` (see :mod:`genlab.viz.latent`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from genlab.data.transforms import pixel_marginals
 from genlab.errors import ConfigError, DataError, check_config
-from genlab.eval.iwae import (
+from genlab.models.importance import (
     diag_gaussian_log_density,
     importance_weighted_estimate,
     log_mean_exp,
@@ -54,7 +54,7 @@ from genlab.eval.iwae import (
 )
 from genlab.models.base import DataInfo, GenerativeModel
 from genlab.registry import register
-from genlab.viz.latent import (
+from genlab.models.latent_space import (
     check_grid,
     decode_manifold,
     figure_to_tensor,

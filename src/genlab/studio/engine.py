@@ -5,29 +5,29 @@ only the base model contract plus the shared capability methods (``encode``/``de
 ``sample_chain``, ``recall``/``energy``, ``generate``/``sample_z``/``prior_range``), so any model family that has
 them works. Missing capabilities and model-level refusals become :class:`StudioError` (4xx) with a message that
 says what to do.
+
+Picture encoding (:func:`tile_images`, :func:`encode_png`, :func:`png_bytes`, :func:`data_url`) lives in
+:mod:`genlab.studio.pictures` and the text streaming thread (:class:`TextStream`) in
+:mod:`genlab.studio.text_stream`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import math
-import queue
-import struct
 import threading
 import time
-import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from genlab.studio.errors import StudioError
+from genlab.studio.pictures import data_url, encode_png, png_bytes, tile_images  # noqa: F401 (re-exported)
 from genlab.studio.runs import CAPABILITIES, RunRef
+from genlab.studio.text_stream import STALLED_READER_S, TextStream  # noqa: F401 (re-exported)
 
 # Test images kept per loaded run (for interpolation, chain starts and Hopfield patterns).
 MAX_EXAMPLES = 512
@@ -157,63 +157,6 @@ class ModelCache:
                 while len(self._entries) > self.capacity:
                     self._entries.popitem(last=False)
             return loaded
-
-
-# ---------------------------------------------------------------------- pictures
-
-
-def tile_images(images: Tensor, *, ncol: int | None = None, padding: int = 0,
-                value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """Tile (n, C, H, W) into one uint8 array (H', W') or (H', W', 3), the layout of ``viz.grid.make_grid``.
-
-    Vectorised (no per-tile Python loop): a 20×20 grid of 28×28 tiles takes well under a millisecond.
-    Missing tiles of the last row and the padding are mid-grey.
-    """
-    from genlab.viz.grid import to_image_batch
-
-    batch = to_image_batch(images, value_range)
-    n, channels, height, width = batch.shape
-    ncol = max(1, min(ncol or math.ceil(math.sqrt(n)), n))
-    nrow = math.ceil(n / ncol)
-    canvas = torch.full((nrow * ncol, channels, height + padding, width + padding), 0.5)
-    canvas[:n, :, :height, :width] = batch
-    canvas = canvas.reshape(nrow, ncol, channels, height + padding, width + padding)
-    canvas = canvas.permute(2, 0, 3, 1, 4).reshape(channels, nrow * (height + padding), ncol * (width + padding))
-    if padding:
-        canvas = torch.nn.functional.pad(canvas, (padding, 0, padding, 0), value=0.5)
-    array = (canvas.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    return array[:, :, 0] if channels == 1 else array
-
-
-def encode_png(array: np.ndarray, *, level: int = 0) -> bytes:
-    """A PNG (8-bit grey or RGB) of a uint8 array, every row with filter type 0.
-
-    Pillow's adaptive row filters and zlib take ~20 ms for a 560×560 grid of noisy decodes; stored (level 0)
-    rows take ~1 ms and cost nothing over the loopback connection the studio is used through. Level 1 suits the
-    small frames that travel as data URLs.
-    """
-    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
-        raise ValueError(f"encode_png needs uint8 (H, W) or (H, W, 3), got {array.dtype} {array.shape}")
-    height, width = array.shape[:2]
-    colour_type = 0 if array.ndim == 2 else 2
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), array.reshape(height, -1)], axis=1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
-            + chunk(b"IEND", b""))
-
-
-def png_bytes(images: Tensor, *, value_range: tuple[float, float] = (0.0, 1.0), ncol: int | None = None,
-              padding: int = 0, level: int = 0) -> bytes:
-    """A PNG of ``images`` (n, C, H, W) tiled ``ncol`` per row."""
-    return encode_png(tile_images(images, ncol=ncol, padding=padding, value_range=value_range), level=level)
-
-
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _images(result: Any, what: str) -> Tensor:
@@ -450,85 +393,6 @@ def _call(loaded: LoadedRun, method: str, thunk):
 
 
 # ---------------------------------------------------------------------- text
-
-
-_END = object()
-# A stream whose reader has not taken a character for this long is abandoned (the client went away).
-STALLED_READER_S = 30.0
-
-
-class TextStream:
-    """Runs ``model.stream`` in its own thread and hands its characters to the HTTP response in chunks.
-
-    One thread owns the whole generation, so whatever grad mode the model's generator sets stays in that thread
-    (the response is iterated from a pool of worker threads). Chunks are whatever has been produced since the
-    last one, so a slow reader gets bigger chunks and a fast one gets characters as they come. :meth:`close`
-    (called when the client goes away) stops the generation at the next character.
-    """
-
-    def __init__(self, loaded: LoadedRun, pieces_factory):
-        self._queue: queue.Queue = queue.Queue(maxsize=4096)
-        self._stop = threading.Event()
-        self._loaded = loaded
-        self._thread = threading.Thread(target=self._produce, args=(pieces_factory,), daemon=True,
-                                        name=f"genlab-stream-{loaded.run.name}")
-        self._thread.start()
-        self._first = self._queue.get()
-        if isinstance(self._first, BaseException):
-            self._raise(self._first)
-
-    def _produce(self, pieces_factory) -> None:
-        try:
-            with torch.no_grad():
-                for piece in pieces_factory():
-                    waited = 0.0
-                    while not self._stop.is_set():
-                        try:
-                            self._queue.put(piece, timeout=0.1)
-                            break
-                        except queue.Full:
-                            waited += 0.1
-                            if waited > STALLED_READER_S:  # nobody reads any more: stop generating
-                                self._stop.set()
-                    if self._stop.is_set():
-                        return
-        except BaseException as exc:  # handed to the reader, which turns it into an HTTP error or a log line
-            self._queue.put(exc)
-            return
-        self._queue.put(_END)
-
-    def _raise(self, exc: BaseException):
-        from genlab.errors import GenlabError
-
-        if isinstance(exc, GenlabError):
-            raise StudioError(400, f"{self._loaded.model_name}.stream: {exc}") from None
-        raise exc
-
-    def __iter__(self) -> Iterator[str]:
-        item = self._first
-        try:
-            while item is not _END:
-                if isinstance(item, BaseException):
-                    # Headers are sent already; the page sees the stream end early and the server logs why.
-                    raise item
-                chunk = [item]
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        item = None
-                        break
-                    if item is _END or isinstance(item, BaseException):
-                        break
-                    chunk.append(item)
-                yield "".join(chunk)
-                if item is None:
-                    item = self._queue.get()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._stop.set()
 
 
 def text_stream(loaded: LoadedRun, *, prompt: str | None, length: int, temperature: float, top_k: int | None,

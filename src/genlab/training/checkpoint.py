@@ -2,41 +2,68 @@
 
 ``model.safetensors`` is what sample/eval/serve load: plain tensors plus the run config and the
 data's description (:class:`~genlab.data.info.DataInfo`: shape, classes, value range, vocabulary) as JSON
-metadata, so a checkpoint rebuilds its own model and says what its samples are. ``train_state.pt`` holds optimizer, scheduler, step, RNG states and model
-state such as persistent chains; it is read with ``torch.load(weights_only=True)``, so a tampered file can
+metadata, so a checkpoint rebuilds its own model and says what its samples are. ``train_state.pt`` holds
+optimizer, scheduler, step, RNG states and model state such as persistent chains; it is read with ``torch.load(weights_only=True)``, so a tampered file can
 never execute code. Each checkpoint is written into a temporary directory, fsynced and renamed into place,
 so a process killed at any moment leaves either the previous checkpoint or the new one, never half of one; a
 temporary directory such a kill leaves behind is removed when the run starts again. ``manifest.json``, written
 last, holds the sha256 of both files, and every load checks it, so flipped bytes inside tensor data are a
 CheckpointError naming the file rather than silently different weights.
+
+Reading (the file names, manifest checks, :func:`latest_checkpoint`, :func:`list_checkpoints`,
+:func:`read_model_file`) lives in :mod:`genlab.checkpoint_files`, below the models layer, and is re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pickle
-import re
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from genlab.checkpoint_files import (
+    DATA_INFO_KEY,
+    FORMAT,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    file_sha256,
+    latest_checkpoint,
+    list_checkpoints,
+    read_data_info,
+    read_model_file,
+    samples_value_range,
+    verify_against_manifest,
+)
 from genlab.data.info import DataInfo
 from genlab.errors import CheckpointError, ConfigError
 
-FORMAT = "genlab-1"
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "train_state.pt"
-MANIFEST_FILE = "manifest.json"
-DATA_INFO_KEY = "data_info"
-_STEP_DIR = re.compile(r"^step-(\d{9})$")
+__all__ = [
+    "FORMAT",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "STATE_FILE",
+    "RunLock",
+    "file_sha256",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_model",
+    "load_train_state",
+    "read_data_info",
+    "read_model_file",
+    "remove_temporary_checkpoints",
+    "save_checkpoint",
+    "samples_value_range",
+    "save_model_file",
+    "verify_against_manifest",
+]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -68,36 +95,6 @@ def save_model_file(path: Path, model: torch.nn.Module, run_config: dict, data_i
     save_file(tensors, str(path), metadata=metadata)
 
 
-def read_data_info(path: Path) -> DataInfo | None:
-    """The :class:`~genlab.data.info.DataInfo` saved with a checkpoint (a run or checkpoint directory, or a
-    ``model.safetensors``); None for checkpoints written before it was saved. CheckpointError if malformed."""
-    path = Path(path)
-    if path.is_dir():
-        path = latest_checkpoint(path) / MODEL_FILE
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            stored = (handle.metadata() or {}).get(DATA_INFO_KEY)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
-    if stored is None:
-        return None
-    try:
-        fields = json.loads(stored)
-        fields["shape"] = tuple(int(d) for d in fields["shape"])
-        fields["value_range"] = tuple(float(v) for v in fields["value_range"])
-        return DataInfo(**fields)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{path}: the data description stored in its metadata is malformed") from None
-
-
-def samples_value_range(path: Path, run_config) -> tuple[float, float]:
-    """The value range of a checkpoint's samples: from its saved DataInfo, or (older checkpoints) its config."""
-    info = read_data_info(path)
-    return tuple(info.value_range) if info is not None else run_config.data.value_range
-
-
 def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, run_config: dict,
                     train_state: dict[str, Any], keep_last: int, data_info: DataInfo | None = None) -> Path:
     """Atomically write ``checkpoints_dir/step-NNNNNNNNN/`` and prune to the newest ``keep_last``."""
@@ -125,80 +122,11 @@ def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, ru
     return final
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_against_manifest(path: Path) -> None:
-    """CheckpointError if ``path`` (a checkpoint's model or state file) differs from the sha256 its directory's
-    manifest recorded. Checkpoints written before manifests existed have none and are not checked."""
-    manifest_path = Path(path).parent / MANIFEST_FILE
-    if not manifest_path.is_file():
-        return
-    try:
-        expected = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"][Path(path).name]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"{manifest_path} is unreadable or does not list {Path(path).name}; the checkpoint "
-                              "is damaged: resume from an earlier one or start again") from None
-    if file_sha256(path) != expected:
-        raise CheckpointError(f"{path} does not match the sha256 its checkpoint recorded (truncated or corrupt, or "
-                              "tampered with); refusing to load it. Resume from an earlier checkpoint or start again")
-
-
 def remove_temporary_checkpoints(checkpoints_dir: Path) -> None:
     """Delete ``.tmp-step-*`` directories a process killed while writing a checkpoint left behind."""
     if checkpoints_dir.is_dir():
         for leftover in checkpoints_dir.glob(".tmp-step-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first (temporary ones are ignored)."""
-    if not checkpoints_dir.is_dir():
-        return []
-    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint directory of a run, or a CheckpointError explaining what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
-    if (run_dir / MODEL_FILE).is_file():
-        return run_dir  # a checkpoint directory given directly
-    found = list_checkpoints(run_dir / "checkpoints")
-    if not found:
-        raise CheckpointError(f"{run_dir} has no checkpoints (expected {run_dir / 'checkpoints'}/step-*/); "
-                              "train it first or pass a run directory that finished at least one checkpoint")
-    return found[-1]
-
-
-def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and the run-config dict of a ``model.safetensors``; CheckpointError if unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found")
-    verify_against_manifest(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
-    if metadata.get("format") != FORMAT or "run_config" not in metadata:
-        raise CheckpointError(f"{path} is not a genlab checkpoint (no genlab config in its metadata)")
-    try:
-        run_config = json.loads(metadata["run_config"])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: the config stored in its metadata is not valid JSON") from None
-    return tensors, run_config
 
 
 def load_model(path: Path, device: str | torch.device = "cpu"):
