@@ -4,6 +4,7 @@ The estimators moved to :mod:`genlab.models.partition`, so the RBM and DBN use t
 layer; this module re-exports them under their old names.
 """
 
+from genlab.models import partition as _partition
 from genlab.models.partition import (
     ais_confidence,
     ais_log_partition,
@@ -12,10 +13,4 @@ from genlab.models.partition import (
     exact_log_partition,
 )
 
-__all__ = [
-    "ais_confidence",
-    "ais_log_partition",
-    "bernoulli",
-    "default_betas",
-    "exact_log_partition",
-]
+__all__ = list(_partition.__all__)  # one list of names: the one in models/partition.py
