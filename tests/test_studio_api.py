@@ -139,7 +139,7 @@ def assert_error(response, status: int, *words: str) -> None:
 @pytest.mark.parametrize("count, ncol, padding, channels", [(400, 20, 0, 1), (7, 3, 1, 1), (5, 2, 2, 3), (1, 1, 0, 1)])
 def test_fast_tiles_and_png_match_make_grid_and_pillow(count, ncol, padding, channels):
     from genlab.studio.engine import encode_png, tile_images
-    from genlab.viz.grid import make_grid
+    from genlab.image_files import make_grid
 
     images = torch.rand(count, channels, 9, 7, generator=torch.Generator().manual_seed(count))
     tiles = tile_images(images, ncol=ncol, padding=padding)

@@ -196,7 +196,7 @@ def _cmd_sample(args) -> int:
     import torch
 
     from genlab.viz.arrays import ARRAY_SUFFIXES, save_arrays
-    from genlab.viz.grid import save_grid
+    from genlab.image_files import save_grid
 
     model, config = _load(args.run, args.device)
     if args.interpolate:
@@ -279,8 +279,8 @@ def _interpolate(model, config, args) -> int:
     import torch
     from PIL import Image
 
-    from genlab.viz.gif import save_gif
-    from genlab.viz.grid import make_grid, save_grid
+    from genlab.image_files import save_gif
+    from genlab.image_files import make_grid, save_grid
 
     if not hasattr(model, "interpolate"):
         raise ConfigError(f"--interpolate applies to GANs; {config.model_name} has no latent path to draw")

@@ -98,7 +98,7 @@ def label_recognition(model, predict: Predictor, *, per_label: int, steps: int |
         per_class.append(100.0 * float((predict(images.cpu()) == label).float().mean()))
         rows.append(images[:10].cpu())
     if grid is not None:
-        from genlab.viz.grid import save_grid
+        from genlab.image_files import save_grid
 
         save_grid(torch.cat(rows), grid, ncol=min(10, per_label))
     return sum(per_class) / len(per_class), per_class

@@ -195,8 +195,8 @@ def draw_samples(model, n: int, *, steps: int, batch_size: int = 250, seed: int 
 def save_chain_pictures(model, out_dir: Path, *, steps: int, chains: int = 8, frames: int = 50,
                         seed: int = 0) -> list[Path]:
     """A strip (one chain per row) and a GIF of ``chains`` Langevin chains from noise, ``frames`` frames each."""
-    from genlab.viz.gif import save_gif
-    from genlab.viz.grid import make_grid, save_grid
+    from genlab.image_files import save_gif
+    from genlab.image_files import make_grid, save_grid
 
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -247,7 +247,7 @@ def train_and_judge(*, budget_s: float, work_dir: Path, device: str = "cpu", dat
     """Train for ``budget_s`` (``resume``: continuing the newest matching run, see :func:`train_for_budget`),
     sample, write pictures, score OOD and (if available) judge the samples (``judge``: a
     :class:`genlab.eval.judge.Judge`; default the cached MNIST judge)."""
-    from genlab.viz.grid import save_grid
+    from genlab.image_files import save_grid
 
     model, config, data, facts = train_for_budget(budget_s, work_dir=work_dir, device=device, data_dir=data_dir,
                                                   overrides=overrides, resume=resume)

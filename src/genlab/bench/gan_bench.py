@@ -191,7 +191,7 @@ def _keep_samples(ctx: BenchContext, name: str, images, labels, value_range) -> 
 
 
 def _keep_pictures(ctx: BenchContext, name: str, model, run_dir: Path | None, value_range) -> None:
-    from genlab.viz.grid import save_grid
+    from genlab.image_files import save_grid
 
     if run_dir is None:
         return

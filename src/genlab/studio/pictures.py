@@ -22,7 +22,7 @@ def tile_images(images: Tensor, *, ncol: int | None = None, padding: int = 0,
     Vectorised (no per-tile Python loop): a 20×20 grid of 28×28 tiles takes well under a millisecond.
     Missing tiles of the last row and the padding are mid-grey.
     """
-    from genlab.viz.grid import to_image_batch
+    from genlab.image_files import to_image_batch
 
     batch = to_image_batch(images, value_range)
     n, channels, height, width = batch.shape

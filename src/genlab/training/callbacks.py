@@ -207,7 +207,7 @@ class SampleCallback(Callback):
                 devices=[trainer.device] if trainer.device.type == "cuda" else []):
             pictures = model.snapshots(self.num_samples, generator=generator, batch=batch)
         model.train(was_training)
-        from genlab.viz.grid import save_grid
+        from genlab.image_files import save_grid
 
         texts = []
         for name, value in pictures.items():
@@ -228,7 +228,7 @@ class SampleCallback(Callback):
     def on_fit_end(self, trainer) -> None:
         if self.last_step != trainer.step:
             self.snapshot(trainer)
-        from genlab.viz.gif import save_gif
+        from genlab.image_files import save_gif
 
         frames: dict[str, list[tuple[int, Path]]] = {}
         for path in self.samples_dir.glob("*-step*.png"):
@@ -349,7 +349,7 @@ class TensorBoardCallback(Callback):
 
     def add_pictures(self, trainer, pictures: dict[str, Any]) -> None:
         """A sample callback snapshot: image batches as the same grids as its PNGs (mapped to [0, 1]), texts as text."""
-        from genlab.viz.grid import make_grid
+        from genlab.image_files import make_grid
 
         if self.writer is None:
             return

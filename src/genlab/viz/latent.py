@@ -125,7 +125,7 @@ def write_latent_pictures(model: Any, batches: Iterable[Any], out_dir: str | Pat
     """Write ``manifold.png`` (latent_dim 2 only), ``latent_scatter.png`` (means of up to ``limit`` images of
     ``batches``, coloured by label) and ``interpolation.png`` (``pairs`` rows of ``steps`` images between
     differently labelled images) into ``out_dir``. Returns {name: path}."""
-    from genlab.viz.grid import save_grid
+    from genlab.image_files import save_grid
 
     latent_dim = _check_vae(model)
     check_grid(size, bounds, spacing)

@@ -1,9 +1,12 @@
-"""Image grids: a batch of images -> one PNG mosaic."""
+"""Picture files every layer may write: image grids (a batch of images -> one PNG mosaic) and animated GIFs
+from a sequence of frames. Below the training layer (its callbacks save sample grids and their GIF), above
+nothing in genlab; ``genlab.viz`` builds its plots on top."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -57,4 +60,26 @@ def save_grid(images: torch.Tensor, path: str | Path, *, scale: int = 2, **kwarg
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     picture.save(path)
+    return path
+
+
+def save_gif(frames: Iterable[np.ndarray | Image.Image | str | Path], path: str | Path, *,
+             duration_ms: int = 200, loop: int = 0) -> Path | None:
+    """Write an animated GIF; returns None when there are no frames."""
+    pictures = []
+    for frame in frames:
+        if isinstance(frame, (str, Path)):
+            with Image.open(frame) as opened:
+                frame = opened.convert("L" if opened.mode in ("L", "1") else "RGB")
+                frame.load()
+        elif isinstance(frame, np.ndarray):
+            frame = Image.fromarray(frame)
+        pictures.append(frame)
+    if not pictures:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = pictures[0].size
+    pictures = [p if p.size == size else p.resize(size, Image.NEAREST) for p in pictures]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=duration_ms, loop=loop)
     return path
