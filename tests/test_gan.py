@@ -462,6 +462,7 @@ def test_a_checkpoint_carries_the_description_of_its_data(tiny_images, tmp_path)
     assert info == DataInfo(kind="image", shape=(1, 8, 8), num_classes=4, value_range=(-1.0, 1.0))
     model, config = ckpt.load_model(run)
     assert ckpt.samples_value_range(run, config) == (-1.0, 1.0)
+    assert (model.label_count, model.unit_count, model.vocab_size) == (4, 0, 0)  # what the studio reads
     # A checkpoint from before DataInfo was saved falls back to its config; a malformed one is a CheckpointError.
     old = tmp_path / "old.safetensors"
     save_file(load_file(str(ckpt.latest_checkpoint(run) / ckpt.MODEL_FILE)), str(old),

@@ -48,6 +48,22 @@ class GenerativeModel(nn.Module, abc.ABC):
     # of them is still the same run to continue (``genlab bench --resume``).
     execution_only_config_keys: ClassVar[tuple[str, ...]] = ()
 
+    # Facts the studio and the CLI read instead of probing the weights (override where they apply).
+    @property
+    def label_count(self) -> int:
+        """How many class labels the model can be asked for (``--label``, the studio's class selector); 0: none."""
+        return 0
+
+    @property
+    def unit_count(self) -> int:
+        """A network of binary units (Hopfield): the number of units; 0 for other models."""
+        return 0
+
+    @property
+    def vocab_size(self) -> int:
+        """A text model: the size of its character vocabulary; 0 for other models."""
+        return 0
+
     def __init__(self, config: Any):
         super().__init__()
         self.config = config

@@ -129,6 +129,10 @@ class CharLSTM(GenerativeModel):
     kind = "text"
     supports_amp = False  # bf16 autocast with a carried LSTM state is not verified
 
+    @property
+    def vocab_size(self) -> int:
+        return len(self.config.vocab)
+
     def __init__(self, config: CharLSTMConfig):
         super().__init__(config)
         if not config.vocab:

@@ -73,6 +73,10 @@ class DBN(DBNGeneration, GenerativeModel):
     kind = "image"
     supports_amp = False
 
+    @property
+    def label_count(self) -> int:
+        return int(self.config.n_labels)
+
     def __init__(self, config: DBNConfig):
         super().__init__(config)
         layers = tuple(config.layers)

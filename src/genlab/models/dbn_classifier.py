@@ -105,6 +105,10 @@ class DBNClassifier(GenerativeModel):
     kind = "image"
     supports_amp = False
 
+    @property
+    def label_count(self) -> int:
+        return int(self.config.n_classes)
+
     def __init__(self, config: DBNClassifierConfig):
         super().__init__(config)
         layers = tuple(config.dbn.layers)

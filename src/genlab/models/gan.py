@@ -226,6 +226,10 @@ class GAN(GenerativeModel):
     def conditional(self) -> bool:
         return self.conditioning != "none"
 
+    @property
+    def label_count(self) -> int:
+        return int(self.config.num_classes) if self.conditional else 0
+
     def _device(self) -> torch.device:
         return self.discriminator.score.weight.device
 

@@ -123,6 +123,10 @@ class Hopfield(GenerativeModel):
     kind = "image"
     supports_amp = False
 
+    @property
+    def unit_count(self) -> int:
+        return int(self.config.n_units)
+
     def __init__(self, config: HopfieldConfig):
         super().__init__(config)
         n, p = config.n_units, config.n_patterns

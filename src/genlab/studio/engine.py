@@ -44,17 +44,14 @@ class LoadedRun:
     model: Any
     config: Any
     device: torch.device
+    # The range of the images the model sees and samples, from the DataInfo saved with the checkpoint.
+    value_range: tuple[float, float] = (0.0, 1.0)
     _examples: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def model_name(self) -> str:
         return self.config.model_name
-
-    @property
-    def value_range(self) -> tuple[float, float]:
-        """The data's value range, which images from ``sample``/``sample_chain`` and the dataset are in."""
-        return self.config.data.value_range
 
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(int(seed))
@@ -130,7 +127,7 @@ class ModelCache:
 
     def get(self, run: RunRef) -> LoadedRun:
         from genlab.errors import GenlabError
-        from genlab.training.checkpoint import latest_checkpoint, load_model
+        from genlab.training.checkpoint import latest_checkpoint, load_model, samples_value_range
 
         try:
             checkpoint = latest_checkpoint(run.path)
@@ -147,9 +144,10 @@ class ModelCache:
                     return self._entries[key]
             try:
                 model, config = load_model(checkpoint, self.device)
+                value_range = samples_value_range(checkpoint, config)
             except GenlabError as exc:
                 raise StudioError(409, f"run {run.name} cannot be loaded: {exc}") from None
-            loaded = LoadedRun(run, checkpoint.name, model, config, self.device)
+            loaded = LoadedRun(run, checkpoint.name, model, config, self.device, value_range)
             with self._lock:
                 for stale in [k for k in self._entries if k[0] == key[0]]:
                     del self._entries[stale]  # an older checkpoint of the same run
@@ -412,12 +410,12 @@ def text_stream(loaded: LoadedRun, *, prompt: str | None, length: int, temperatu
 
 
 def hopfield_size(loaded: LoadedRun) -> int:
-    """Number of units N, from the run's data shape when it is an image model, else the weights."""
-    weights = [p for p in list(loaded.model.parameters()) + list(loaded.model.buffers()) if p.dim() == 2
-               and p.shape[0] == p.shape[1]]
-    if not weights:
-        raise StudioError(400, f"cannot tell the number of units of {loaded.model_name}: no square weight matrix")
-    return int(weights[0].shape[0])
+    """Number of units N, as the model declares it (:attr:`~genlab.models.base.GenerativeModel.unit_count`)."""
+    size = int(loaded.model.unit_count)
+    if size < 1:
+        raise StudioError(400, f"{loaded.model_name} is not a network of units; the Hopfield panel needs a "
+                               "hopfield run")
+    return size
 
 
 def hopfield_pattern(loaded: LoadedRun, *, split: str, index: int) -> list[int]:
@@ -475,12 +473,8 @@ def signs_to_text(units: list[int]) -> str:
 
 
 def label_count(loaded: LoadedRun) -> int:
-    """The number of labels the model's config says it takes (a DBN's n_labels); 0 for a model without labels."""
-    for key in ("n_labels", "num_labels", "num_classes", "n_classes"):
-        value = getattr(loaded.model.config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 0
+    """The number of labels the model declares it takes (a DBN's n_labels); 0 for a model without labels."""
+    return int(loaded.model.label_count)
 
 
 def num_labels(loaded: LoadedRun) -> int:
@@ -489,6 +483,5 @@ def num_labels(loaded: LoadedRun) -> int:
 
 
 def vocab_size(loaded: LoadedRun) -> int:
-    """The character vocabulary size of a text model (its config's ``vocab`` string), or 0 when unknown."""
-    vocab = getattr(loaded.model.config, "vocab", None)
-    return len(vocab) if isinstance(vocab, str) else 0
+    """The character vocabulary size of a text model, as the model declares it; 0 for other models."""
+    return int(loaded.model.vocab_size)
