@@ -300,3 +300,15 @@ def test_a_likelihood_on_part_of_the_test_set_says_so_in_the_report():
         "test_nll_iwae_k5000 (first 1,000 test images)"
     assert report.metric_label({"metric": "test_nll_iwae_k5000_full", "n_test": 10000}) == "test_nll_iwae_k5000_full"
     assert report.metric_label({"metric": "judge_fd", "n_test": 10}) == "judge_fd"
+
+
+def test_one_benchmark_scoring_several_runs_gets_a_leaderboard_row_per_preset():
+    def record(preset, fd):
+        return {"model": "vae", "dataset": "mnist", "preset": preset, "metric": "judge_fd_10k", "value": fd,
+                "images": 10000, "train_minutes": 4.0}
+
+    documents = [{"benchmark": "leaderboard-families", "device": "cpu", "status": "ok",
+                  "records": [record("vae-mlp-mnist", 170.0), record("vae-conv-mnist", 685.0)]}]
+    rows = report.leaderboard_10k_rows(documents)
+    assert [(r["model"], r["judge_fd_10k"]) for r in rows] == [("vae (vae-mlp-mnist)", 170.0),
+                                                               ("vae (vae-conv-mnist)", 685.0)]

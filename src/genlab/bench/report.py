@@ -306,7 +306,7 @@ LEADERBOARD_10K = {"FD": "judge_fd_10k", "KID": "judge_kid_10k", "precision": "j
 
 
 def leaderboard_10k_rows(documents: list[dict]) -> list[dict]:
-    """One row per (benchmark, device) that scored 10,000 samples, plus one real-test floor row per dataset
+    """One row per (benchmark, preset, device) that scored 10,000 samples, plus one real-test floor row per dataset
     (its ``real_`` records), sorted by dataset then FD."""
     metrics = set(LEADERBOARD_10K.values())
     rows: dict[tuple, dict] = {}
@@ -317,10 +317,15 @@ def leaderboard_10k_rows(documents: list[dict]) -> list[dict]:
         if name not in metrics:
             continue
         device = device_kind(record.get("device") or document.get("device") or "cpu")
+        # One benchmark may score several runs (leaderboard-families: one per family), told apart by preset.
+        preset = record.get("preset") or ""
         key = ((record.get("dataset"), "floor") if floor
-               else (record.get("dataset"), document.get("benchmark"), device))
+               else (record.get("dataset"), document.get("benchmark"), preset, device))
+        source = record.get("model")
+        if not floor and preset and preset != document.get("benchmark"):
+            source = f"{source} ({preset})"
         row = rows.setdefault(key, {"dataset": record.get("dataset"), "floor": floor,
-                                    "model": "real test images (floor)" if floor else record.get("model"),
+                                    "model": "real test images (floor)" if floor else source,
                                     "benchmark": "" if floor else document.get("benchmark"),
                                     "device": "" if floor else device, "images": record.get("images"),
                                     "train_minutes": None if floor else record.get("train_minutes"),
