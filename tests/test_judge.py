@@ -324,7 +324,8 @@ def test_score_a_run_samples_it_in_its_own_range(quick_judge, data, tmp_path, mo
     config = types.SimpleNamespace(data=types.SimpleNamespace(dataset="mnist", scale="symmetric",
                                                               value_range=(-1.0, 1.0)))
     monkeypatch.setattr(checkpoint, "load_model", lambda path, device: (_PaddedSymmetricModel(real), config))
-    monkeypatch.setattr(checkpoint, "read_data_info", lambda path: None)  # no checkpoint: the config's range
+    # No checkpoint on disk: the range the config gives.
+    monkeypatch.setattr(checkpoint, "samples_value_range", lambda path, run_config: run_config.data.value_range)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     from_run = genlab_judge.score_source(run_dir, n=300, reference_size=500, data_dir=data, cache_dir=tmp_path)
