@@ -472,3 +472,10 @@ def test_a_checkpoint_carries_the_description_of_its_data(tiny_images, tmp_path)
     save_file({"w": torch.zeros(1)}, str(bad), metadata={"format": ckpt.FORMAT, "data_info": "{\"kind\": 1"})
     with pytest.raises(CheckpointError, match="data description"):
         ckpt.read_data_info(bad)
+    # Metadata changed after saving no longer matches the checkpoint's manifest.
+    model_file = ckpt.latest_checkpoint(run) / ckpt.MODEL_FILE
+    tensors = load_file(str(model_file))
+    save_file(tensors, str(model_file), metadata={"format": ckpt.FORMAT, "run_config": json.dumps(config.to_dict()),
+                                                 "data_info": json.dumps({**info.__dict__, "value_range": [0, 9]})})
+    with pytest.raises(CheckpointError):
+        ckpt.read_data_info(run)

@@ -360,3 +360,23 @@ def test_each_rank_draws_training_noise_no_other_seed_draws():
     seeds = {(seed, rank): training_noise_seed(seed, rank) for seed in range(50) for rank in range(8)}
     assert len(set(seeds.values())) == len(seeds)
     assert all(value >= 2**40 for (seed, rank), value in seeds.items() if rank > 0)
+
+
+def test_the_default_phase_loss_is_the_loss_and_an_undeclared_phase_is_a_clear_error():
+    from genlab.models.base import SINGLE_OPTIMIZER, GenerativeModel
+
+    class OneOptimizer(GenerativeModel):
+        def __init__(self):
+            super().__init__(config=None)
+            self.weight = torch.nn.Parameter(torch.tensor(2.0))
+
+        def loss(self, batch):
+            return (self.weight * batch).sum(), {}
+
+        def sample(self, n, **options):
+            return torch.zeros(n)
+
+    model = OneOptimizer()
+    assert float(model(torch.ones(3), SINGLE_OPTIMIZER, 0)[0].detach()) == 6.0
+    with pytest.raises(TypeError, match="phase 'generator'.*phase_loss"):
+        model(torch.ones(3), "generator", 0)

@@ -102,6 +102,9 @@ def read_data_info(path: Path) -> DataInfo | None:
     path = Path(path)
     if path.is_dir():
         path = latest_checkpoint(path) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    verify_against_manifest(path)  # metadata edited after saving is refused like edited weights
     try:
         with safe_open(str(path), framework="pt") as handle:
             stored = (handle.metadata() or {}).get(DATA_INFO_KEY)

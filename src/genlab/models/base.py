@@ -94,9 +94,12 @@ class GenerativeModel(nn.Module, abc.ABC):
         """Called after the optimizer of ``phase`` stepped (e.g. to update an average of the weights)."""
 
     def phase_loss(self, batch: Any, phase: str, step: int) -> tuple[Tensor, dict[str, float]]:
-        """The loss whose gradient the optimizer ``phase`` follows; only models with several optimizers
-        implement it."""
-        raise NotImplementedError(f"{type(self).__name__} trains with one optimizer; it has no phase {phase!r}")
+        """The loss whose gradient the optimizer ``phase`` follows: :meth:`loss` for the one optimizer of a model
+        that declares no others; models that declare several override it."""
+        if phase == SINGLE_OPTIMIZER:
+            return self.loss(batch)
+        raise TypeError(f"{type(self).__name__} declares the optimizer phase {phase!r} but does not override "
+                        "phase_loss() to say what that optimizer minimises")
 
     @abc.abstractmethod
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
