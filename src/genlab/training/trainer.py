@@ -35,12 +35,24 @@ def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Opt
 
 
 def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+    # torch's fused kernels do the whole update in one pass over each tensor: on a 2-core CPU Adam's step is about
+    # 5x and SGD's about 3x faster than the default per-tensor loop (a VAE's Adam step was a fifth of its time).
+    fused = _can_fuse(groups)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
     optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
+
+
+def _can_fuse(groups: list[dict]) -> bool | None:
+    """True when every parameter is a floating-point CPU or CUDA tensor (where torch has fused optimizers);
+    None (torch's default) otherwise."""
+    parameters = [p for group in groups for p in group["params"]]
+    if parameters and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in parameters):
+        return True
+    return None
 
 
 def lr_factor(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> float:
