@@ -368,6 +368,7 @@ def bench_families(ctx: BenchContext) -> list[dict]:
         if images.shape[-1] != 28:  # e.g. the EBM's 32x32 padding: score the 28x28 centre
             margin = (images.shape[-1] - 28) // 2
             images = images[..., margin:margin + 28, margin:margin + 28]
+        _keep_samples(ctx, f"leaderboard-families-{family}", images[:KEPT_SAMPLES], None, value_range)
         records += leaderboard_records(config.model_name, str(config.data.dataset), images,
                                        value_range=value_range, data_dir=ctx.data_dir, device=ctx.device,
                                        preset=scored_as,
