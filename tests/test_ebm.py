@@ -1,5 +1,6 @@
 """The energy-based model: config errors, replay buffer, AUROC, loss and sign, health guard, sampling, engine, OOD."""
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import final_state
 from sklearn.metrics import roc_auc_score
 
 from genlab.cli import main
@@ -19,7 +21,7 @@ from genlab.config import (
     preset_path,
 )
 from genlab.errors import ConfigError, DataError, TrainingError
-from genlab.models.base import DataInfo
+from genlab.models.base import SINGLE_OPTIMIZER, DataInfo
 from genlab.models.ebm import EBM, EBMConfig, auroc
 from genlab.sampling.replay import ReplayBuffer
 from genlab.training import checkpoint as ckpt
@@ -229,100 +231,125 @@ def blow_up(model: EBM) -> None:
         model.net.out.bias.fill_(1e7)
 
 
-def test_divergence_rolls_back_to_the_last_good_state_with_a_smaller_step():
-    model = tiny_model(snapshot_every=1)
-    data = bars(32)
-    model.loss((data, None))  # healthy: remembered as good
-    good_weight = model.net.out.weight.detach().clone()
-    good_buffer = model.buffer.newest(64)
-    blow_up(model)
-    with pytest.warns(RuntimeWarning, match="energies exploded"):
-        loss, logs = model.loss((data, None))
-    assert torch.isfinite(loss)
-    assert logs["rollbacks"] == 1.0 and logs["step_size"] == 0.5
-    assert torch.equal(model.net.out.weight, good_weight)
-    assert torch.equal(model.buffer.newest(64)[32:], good_buffer[:32]), "the buffer was rolled back too"
-    state = model.extra_state()
-    assert state["rollbacks"] == 1 and float(model.state_dict()["current_step_size"]) == 0.5
-
-
-def test_roll_back_restores_the_optimizer_moments_but_keeps_the_learning_rate():
-    model = tiny_model(snapshot_every=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.attach_optimizer(optimizer)
-    data = bars(32)
-
-    def train_step():
-        loss, _ = model.loss((data, None))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    train_step()
-    train_step()
-    good = {index: {key: value.clone() for key, value in moments.items()}
-            for index, moments in optimizer.state_dict()["state"].items()}
-    train_step()  # its loss() remembers the state after the second step as good, then the step moves on
-    saved = model.extra_state()
-    optimizer.param_groups[0]["lr"] = 5e-4  # a schedule moved on meanwhile
-    blow_up(model)
-    with pytest.warns(RuntimeWarning, match="rolled back"):
-        model.loss((data, None))
-    restored = optimizer.state_dict()["state"]
-    assert restored.keys() == good.keys()
-    for index, moments in good.items():
-        for key, value in moments.items():
-            assert torch.equal(restored[index][key], value), f"optimizer state {index}/{key} was not rolled back"
-    assert optimizer.param_groups[0]["lr"] == 5e-4, "the learning rate stays with the trainer's schedule"
-
-    # The good optimizer state travels in checkpoints, so a resumed run rolls back the same way.
-    twin = tiny_model(snapshot_every=1)
-    twin.load_extra_state(saved)
-    assert all(torch.equal(twin._good["optimizer"][i]["exp_avg"], saved["good"]["optimizer"][i]["exp_avg"])
-               for i in good)
-
-
-def test_the_trainer_hands_its_optimizer_to_the_model(tiny_images, tmp_path):
+def tiny_trainer(dataset, out, *extra):
+    """A Trainer of the tiny EBM (as ``genlab train`` builds it), stepped by hand with :func:`steps`."""
     from genlab.data.datasets import build_data
     from genlab.training.run import build_model
     from genlab.training.trainer import Trainer
 
-    config = tiny_run_config(tiny_images, tmp_path)
+    config = tiny_run_config(dataset, out, *extra)
     data = build_data(config.data, seed=0)
     model, config = build_model(config, data)
-    trainer = Trainer(model, config, data, device=torch.device("cpu"))
-    assert model._optimizer is trainer.optimizer, "roll-backs restore the optimizer the trainer steps"
+    return Trainer(model, config, data, device=torch.device("cpu"))
 
 
-def test_divergence_stops_with_a_training_error_when_asked_or_out_of_retries():
-    stopper = tiny_model(health="stop")
-    stopper.loss((bars(16), None))
-    blow_up(stopper)
-    with pytest.raises(TrainingError, match="energies exploded.*model.health=stop"):
-        stopper.loss((bars(16), None))
-    patient = tiny_model(max_recoveries=1, snapshot_every=1)
-    patient.loss((bars(16), None))
-    blow_up(patient)
-    with pytest.warns(RuntimeWarning):
-        patient.loss((bars(16), None))
-    blow_up(patient)
-    with pytest.raises(TrainingError, match="after 1 roll-back"):
-        patient.loss((bars(16), None))
+def steps(trainer, batch, count: int = 1) -> dict:
+    """``count`` training steps on ``batch``, counted as the fit loop counts them; the last step's logs."""
+    for _ in range(count):
+        logs = trainer.train_step(batch)
+        trainer.step += 1
+    return logs
+
+
+def test_the_trainer_rolls_a_divergence_back_to_the_last_good_state_with_a_smaller_step(tiny_images, tmp_path):
+    trainer = tiny_trainer(tiny_images, tmp_path, "model.snapshot_every=2")
+    model, batch = trainer.model, (bars(32), None)
+    steps(trainer, batch, 3)  # step 3's check passed on the weights after 2 steps: the last good snapshot
+    good = trainer.rollback.good
+    assert good.step == 2 and trainer.optimizer.state_dict()["state"], "Adam has moments to roll back"
+    seen = {}
+    adapt = model.after_rollback
+
+    def spy(problem):  # the state right after the restore, before the EBM adapts and the step is redone
+        seen.update(problem=problem, weight=model.net.out.weight.detach().clone(),
+                    buffer=model.buffer.state_dict(), optimizer=copy.deepcopy(trainer.optimizer.state_dict()),
+                    grads=[p.grad for p in model.parameters()])
+        return adapt(problem)
+
+    model.after_rollback = spy
+    trainer.optimizer.param_groups[0]["lr"] = 5e-4  # a schedule moved on meanwhile
+    blow_up(model)
+    with pytest.warns(RuntimeWarning, match="energies exploded .* at step 4 .*rolled back to the state of step 2 with "
+                                            r"Langevin step size 0.5 \(roll-back 1/3\)"):
+        logs = steps(trainer, batch)
+    assert seen["problem"].startswith("energies exploded")
+    assert torch.equal(seen["weight"], good.model["net.out.weight"])
+    assert torch.equal(seen["buffer"]["samples"], good.extra["buffer"]["samples"]), "the buffer was rolled back too"
+    assert seen["buffer"]["head"] == good.extra["buffer"]["head"]
+    restored = seen["optimizer"]["state"]
+    assert restored.keys() == good.optimizers["model"].keys()
+    for index, moments in good.optimizers["model"].items():
+        for key, value in moments.items():
+            assert torch.equal(restored[index][key], value), f"optimizer state {index}/{key} was not rolled back"
+    assert seen["optimizer"]["param_groups"][0]["lr"] == 5e-4, "the learning rate stays with the trainer's schedule"
+    assert all(grad is None for grad in seen["grads"]), "the bad step's gradients are not checked again"
+    assert math.isfinite(logs["loss"]) and abs(logs["energy_data"]) < 100
+    assert logs["rollbacks"] == 1.0 and logs["step_size"] == 0.5 and logs["param_grad_norm"] == 0.0
+    assert model.extra_state()["rollbacks"] == 1 and float(model.state_dict()["current_step_size"]) == 0.5
+    assert trainer.rollback.recoveries == 1
+    # The snapshot is retaken with the smaller step: a second roll-back before the next snapshot halves it again.
+    assert float(trainer.rollback.good.model["current_step_size"]) == 0.5 and trainer.rollback.good.step == 2
+
+
+def test_the_trainer_guards_the_ebm_as_model_health_says(tiny_images, tmp_path):
+    policy = tiny_trainer(tiny_images, tmp_path, "model.snapshot_every=7", "model.max_recoveries=2").rollback.policy
+    assert (policy.snapshot_every, policy.max_recoveries) == (7, 2)
+    assert tiny_trainer(tiny_images, tmp_path, "model.health=stop").rollback.policy.max_recoveries == 0
+    assert tiny_trainer(tiny_images, tmp_path, 'model.health="off"').rollback is None
+
+
+def test_divergence_stops_with_a_training_error_when_asked_or_out_of_retries(tiny_images, tmp_path):
+    batch = (bars(16), None)
+    stopper = tiny_trainer(tiny_images, tmp_path, "model.health=stop")
+    steps(stopper, batch)
+    assert stopper.rollback.good is None, "a run that never rolls back keeps no snapshot"
+    blow_up(stopper.model)
+    with pytest.raises(TrainingError, match="energies exploded .* at step 2 .*no checkpoint had been written yet.*"
+                                            "model.health=stop"):
+        steps(stopper, batch)
+    patient = tiny_trainer(tiny_images, tmp_path, "model.max_recoveries=1", "model.snapshot_every=1")
+    steps(patient, batch)
+    blow_up(patient.model)
+    with pytest.warns(RuntimeWarning, match="roll-back 1/1"):
+        steps(patient, batch)
+    blow_up(patient.model)
+    with pytest.raises(TrainingError, match=r"energies exploded .* at step 3 \(epoch 1\), after 1 roll-back"):
+        steps(patient, batch)
     relaxed = tiny_model(health="off")
+    assert relaxed.rollback_policy() is None
     blow_up(relaxed)
-    relaxed.loss((bars(16), None))  # no guard, no error
+    relaxed.loss(batch)  # no guard, no error
 
 
 def test_collapsed_samples_and_exploding_parameter_gradients_are_detected(monkeypatch):
-    collapsing = tiny_model(health="stop", health_warmup=0, grad_clip=0.0)
+    collapsing = tiny_model(health_warmup=0, grad_clip=0.0)
     monkeypatch.setattr(collapsing, "_sampling_energy", lambda x: -100.0 * x.flatten(1).sum(1))
-    with pytest.raises(TrainingError, match="collapsed to blank or saturated"):
-        collapsing.loss((bars(16), None))
-    exploding = tiny_model(health="stop")
+    _, logs = collapsing.loss((bars(16), None))
+    assert "collapsed to blank or saturated" in collapsing.step_problem(SINGLE_OPTIMIZER, logs)
+    warming_up = tiny_model(health_warmup=5, grad_clip=0.0)
+    monkeypatch.setattr(warming_up, "_sampling_energy", lambda x: -100.0 * x.flatten(1).sum(1))
+    _, logs = warming_up.loss((bars(16), None))
+    assert warming_up.step_problem(SINGLE_OPTIMIZER, logs) is None, "early blank negatives are not a collapse"
+    exploding = tiny_model()
     for parameter in exploding.parameters():
         parameter.grad = torch.full_like(parameter, 1e4)
-    with pytest.raises(TrainingError, match="parameter gradients exploded"):
-        exploding.loss((bars(16), None))
+    _, logs = exploding.loss((bars(16), None))
+    assert "parameter gradients exploded" in exploding.step_problem(SINGLE_OPTIMIZER, logs)
+    healthy = tiny_model()
+    _, logs = healthy.loss((bars(16), None))
+    assert healthy.step_problem(SINGLE_OPTIMIZER, logs) is None
+
+
+def test_a_checkpoint_with_the_ebms_own_old_roll_back_state_still_loads():
+    model = tiny_model()
+    model.loss((bars(16), None))
+    state = model.extra_state()
+    # As written while the EBM rolled itself back: its last good weights, buffer and optimizer moments.
+    state["good"] = {"params": {name: p.detach().clone() for name, p in model.named_parameters()},
+                     "buffer": model.buffer.state_dict(), "train_steps": 1, "optimizer": {}}
+    twin = tiny_model()
+    twin.load_extra_state(state)  # ignored: the Trainer takes its own snapshot when the run continues
+    assert twin.train_steps == 1 and torch.equal(twin.buffer.newest(16), model.buffer.newest(16))
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -413,6 +440,37 @@ def test_a_forced_blow_up_mid_run_is_rolled_back_and_logged(tiny_images, tmp_pat
     steps = {r["step"]: r for r in rows if r["split"] == "train"}
     assert steps[3]["rollbacks"] == 0 and steps[4]["rollbacks"] == 1 and steps[5]["step_size"] == 0.5
     assert all(abs(r["energy_data"]) < 100 for r in steps.values())
+
+
+def test_a_run_resumed_between_its_snapshot_and_a_blow_up_rolls_back_as_a_straight_run(tiny_images, tmp_path,
+                                                                                        monkeypatch):
+    original = EBM.loss
+    calls = {"n": 0}
+
+    def sabotaged(self, batch):  # the 5th forward pass of each run blows up (step 5: after its resume)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            blow_up(self)
+        return original(self, batch)
+
+    monkeypatch.setattr(EBM, "loss", sabotaged)
+    settings = ("model.snapshot_every=3", "train.log_every=100")
+    with pytest.warns(RuntimeWarning, match="rolled back to the state of step 3"):
+        straight = train(tiny_run_config(tiny_images, tmp_path / "straight", "train.max_steps=7", *settings))
+    calls["n"] = 0
+    partial = train(tiny_run_config(tiny_images, tmp_path / "resumed", "train.max_steps=4", *settings))
+    saved = ckpt.load_train_state(ckpt.latest_checkpoint(partial) / ckpt.STATE_FILE)
+    assert saved["rollback"]["snapshot"]["step"] == 3 and saved["rollback_extra"]["train_steps"] == 4
+    with pytest.warns(RuntimeWarning, match="rolled back to the state of step 3"):
+        train(tiny_run_config(tiny_images, tmp_path / "resumed", "train.max_steps=7", *settings), resume_dir=partial)
+    a, b = final_state(straight), final_state(partial)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    extras = [ckpt.load_train_state(ckpt.latest_checkpoint(run) / ckpt.STATE_FILE)["model_extra"]
+              for run in (straight, partial)]
+    assert torch.equal(extras[0]["buffer"]["samples"], extras[1]["buffer"]["samples"])
+    assert extras[0]["rollbacks"] == extras[1]["rollbacks"] == 1
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

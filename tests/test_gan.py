@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -445,8 +446,11 @@ def test_the_families_leaderboard_trains_a_fallback_preset_where_a_benchmark_has
     monkeypatch.setattr(gan_bench, "train_preset_for_budget", fake_training)
     monkeypatch.setattr(gan_bench, "leaderboard_records", fake_records)
     ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "work" / "leaderboard-families",
-                       train_budget_s=60.0)
+                       train_budget_s=60.0, pictures_dir=tmp_path / "bench" / "pictures")
     records = gan_bench.bench_families(ctx)
+    # The scored samples are kept, like every image benchmark's, for anyone's own classifier.
+    kept = np.load(tmp_path / "bench" / "samples" / "leaderboard-families-rbm.npz")
+    assert kept["images"].dtype == np.uint8 and kept["images"].shape == (6, 8, 8) and "labels" not in kept
     # The RBM had no benchmark run: its fallback preset trains for the budget; the DBN has none and is not scored.
     assert trained == [("rbm-mnist", 60.0, "rbm")] and len(records) == 1
     assert scored[0][1] == "rbm-mnist" and scored[0][2][0] == 6

@@ -380,3 +380,172 @@ def test_the_default_phase_loss_is_the_loss_and_an_undeclared_phase_is_a_clear_e
     assert float(model(torch.ones(3), SINGLE_OPTIMIZER, 0)[0].detach()) == 6.0
     with pytest.raises(TypeError, match="phase 'generator'.*phase_loss"):
         model(torch.ones(3), "generator", 0)
+
+
+def flaky_model(phased: bool = False, fail_at=(), max_recoveries: int = 2):
+    """A toy model that declares a roll-back policy: its forward pass number n reports a problem for n in
+    ``fail_at``; ``seen`` (forward passes behind the state) is extra state, ``scale`` a buffer that after_rollback
+    halves. ``phased=True``: ``a`` and ``b`` are trained by two optimizers, one phase each."""
+    from genlab.models.base import GenerativeModel, RollbackPolicy
+
+    class Model(GenerativeModel):
+        def __init__(self):
+            super().__init__(config=None)
+            self.a = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+            self.b = torch.nn.Parameter(torch.tensor([0.5, 3.0]))
+            self.register_buffer("scale", torch.tensor(1.0))
+            self.fail_at, self.forwards, self.seen, self.problems = set(fail_at), 0, 0, []
+
+        def optimizer_param_groups(self, weight_decay):
+            if not phased:
+                return super().optimizer_param_groups(weight_decay)
+            return {"first": [{"params": [self.a]}], "second": [{"params": [self.b]}]}
+
+        def training_phases(self, step):
+            return ("first", "second") if phased else super().training_phases(step)
+
+        def loss(self, batch):
+            self.forwards += 1
+            self.seen += 1
+            return self.scale * (self.a.square().sum() + self.b.square().sum()) * batch.mean(), {}
+
+        def phase_loss(self, batch, phase, step):
+            return self.loss(batch) if phased else super().phase_loss(batch, phase, step)
+
+        def sample(self, n, **options):
+            return torch.zeros(n)
+
+        def extra_state(self):
+            return {"seen": torch.tensor(self.seen)}
+
+        def load_extra_state(self, state):
+            self.seen = int(state["seen"])
+
+        def rollback_policy(self):
+            return RollbackPolicy(snapshot_every=2, max_recoveries=max_recoveries, advice="Toy advice.")
+
+        def step_problem(self, phase, logs):
+            return f"forward pass {self.forwards} ({phase}) blew up" if self.forwards in self.fail_at else None
+
+        def after_rollback(self, problem):
+            self.problems.append(problem)
+            self.scale.mul_(0.5)
+            return "more gently"
+
+    return Model()
+
+
+def _toy_trainer(model, tiny_images, tmp_path):
+    from genlab.data.datasets import build_data
+    from genlab.training.trainer import Trainer
+
+    config = tiny_config(tiny_images, tmp_path, "optim.schedule=constant")  # SGD with momentum: per-parameter state
+    return Trainer(model, config, build_data(config.data, seed=0), device=torch.device("cpu"))
+
+
+def _toy_steps(trainer, count):
+    for _ in range(count):
+        trainer.train_step(torch.ones(3))
+        trainer.step += 1
+
+
+@pytest.mark.parametrize("phased", [False, True])
+def test_the_trainer_rolls_back_any_model_that_declares_a_policy(tiny_images, tmp_path, phased):
+    per_step = 2 if phased else 1
+    # Step 4's last forward pass blows up: with two phases, after the first optimizer already stepped.
+    model = flaky_model(phased, fail_at={4 * per_step})
+    trainer = _toy_trainer(model, tiny_images, tmp_path)
+    _toy_steps(trainer, 3)  # snapshots: the start, then the state step 3's first forward pass saw (2 steps taken)
+    good = trainer.rollback.good
+    assert good.step == 2 and good.extra["seen"] == 2 * per_step + 1
+    assert set(good.optimizers) == set(trainer.optimizers) and all(good.optimizers.values())
+    lrs = [opt.param_groups[0]["lr"] for opt in trainer.optimizers.values()]
+    with pytest.warns(RuntimeWarning, match=r"blew up at step 4 \(epoch 1\); rolled back to the state of step 2 "
+                                            r"more gently \(roll-back 1/2\)"):
+        _toy_steps(trainer, 1)
+    assert model.problems == [f"forward pass {4 * per_step} ({'second' if phased else 'model'}) blew up"]
+    assert float(model.scale) == 0.5 and trainer.rollback.recoveries == 1
+    assert model.seen == good.extra["seen"] + per_step, "extra state restored, then the step redone"
+    # The redone step: one (momentum) step from the snapshot's weights and moments, at the schedule's lr.
+    for name, optimizer in trainer.optimizers.items():
+        assert optimizer.param_groups[0]["lr"] in lrs
+        for index, parameter in enumerate(p for group in optimizer.param_groups for p in group["params"]):
+            param_name = next(n for n, p in model.named_parameters() if p is parameter)
+            momentum = 0.5 * good.optimizers[name][index]["momentum_buffer"] + 2 * 0.5 * good.model[param_name]
+            expected = good.model[param_name] - optimizer.param_groups[0]["lr"] * momentum
+            torch.testing.assert_close(parameter.detach(), expected)
+    model.fail_at = {model.forwards + per_step, model.forwards + 2 * per_step}
+    with pytest.warns(RuntimeWarning, match=r"roll-back 2/2"), pytest.raises(
+            TrainingError, match=r"blew up at step 5 \(epoch 1\), after 2 roll-back\(s\); training stopped; no "
+                                 r"checkpoint had been written yet.*Toy advice"):
+        _toy_steps(trainer, 1)
+
+
+def test_a_models_roll_back_snapshot_survives_a_checkpoint(tiny_images, tmp_path):
+    trainer = _toy_trainer(flaky_model(phased=True), tiny_images, tmp_path)
+    _toy_steps(trainer, 3)
+    path = tmp_path / "state.pt"
+    torch.save(trainer.state_dict(), path)
+    twin = _toy_trainer(flaky_model(phased=True), tiny_images, tmp_path)
+    twin.load_state_dict(torch.load(path, weights_only=True))
+    ours, theirs = trainer.rollback.good, twin.rollback.good
+    assert theirs.step == ours.step == 2 and theirs.extra == ours.extra
+    assert_same(ours.model, theirs.model)
+    for name in ours.optimizers:
+        for index, moments in ours.optimizers[name].items():
+            assert_same(moments, theirs.optimizers[name][index])
+    older = trainer.state_dict()
+    del older["rollback"], older["rollback_extra"]  # as written before the Trainer kept roll-backs
+    fresh = _toy_trainer(flaky_model(phased=True), tiny_images, tmp_path)
+    fresh.load_state_dict(older)
+    assert fresh.rollback.good is None and fresh.rollback.recoveries == 0
+    fresh.train_step(torch.ones(3))
+    assert fresh.rollback.good.step == 3, "a snapshot is taken when such a run continues"
+
+
+def test_a_blow_up_on_one_of_two_gloo_processes_rolls_both_back_and_they_stay_equal(tiny_images, tmp_path):
+    overrides = [f"data.dataset={tiny_images}", "data.scale=symmetric", "data.val_size=64", "data.batch_size=32",
+                 "model.channels=[4,8]", "model.kernel_sizes=[3,3]", "model.strides=[2,2]", "model.dense=[8]",
+                 "model.langevin_steps=3", "model.buffer_size=64", "model.sample_steps=2", "model.step_size=1.0",
+                 "model.snapshot_every=2", "train.max_steps=5", "train.num_samples=4", "train.progress=false",
+                 "train.device=cpu", f"train.out_dir={tmp_path}", "train.threads=1", "train.sample_every=0"]
+    script = tmp_path / "blow_up_on_rank_one.py"
+    script.write_text(f"""
+import os
+import warnings
+
+import torch
+from genlab.config import apply_overrides, build_run_config
+from genlab.models.ebm import EBM
+from genlab.training.run import fit
+
+rank, original, calls = int(os.environ["RANK"]), EBM.loss, [0]
+
+def sabotaged(self, batch):  # rank 1's 4th forward pass (step 4) blows up; rank 0 stays healthy
+    calls[0] += 1
+    if rank == 1 and calls[0] == 4:
+        with torch.no_grad():
+            self.net.out.weight.mul_(1e7)
+            self.net.out.bias.fill_(1e7)
+    return original(self, batch)
+
+EBM.loss = sabotaged
+config = build_run_config(apply_overrides({{"model_name": "ebm"}}, {overrides!r}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model = fit(config).trainer.model
+said = [str(w.message) for w in caught if "rolled back" in str(w.message)]
+print(f"rank {{rank}}: rollbacks {{model.rollbacks}}, step size {{float(model.current_step_size)}}, {{said}}",
+      flush=True)
+""")
+    result = torchrun_two_processes(str(script), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
+    assert len(lines) == 2 and all("rollbacks 1, step size 0.5" in line for line in lines), result.stdout
+    assert "energies exploded" in lines[1] and "another training process saw its model diverge" in lines[0]
+    (run,) = list(tmp_path.glob("ebm-*"))
+    check = [r for r in metric_rows(run) if r.get("event") == "ddp_check"]
+    assert check and check[0]["max_param_diff"] == 0.0, "both replicas rolled back to the same weights"
+    state = ckpt.load_train_state(ckpt.latest_checkpoint(run) / ckpt.STATE_FILE)
+    assert state["rollback"]["recoveries"] == 1 and len(state["ranks"]) == 2
+    assert not torch.equal(*(rank["rollback_extra"]["buffer"]["samples"] for rank in state["ranks"]))

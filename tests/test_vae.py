@@ -330,3 +330,31 @@ def test_benchmark_helpers_smoke(tiny_images, tmp_path):
                                           epoch_overhead_s=0.2, max_epochs=3)
     assert 1 <= result["epochs_planned"] <= 3 and result["n_test"] == 20
     assert result["test_nll_nats"] <= result["test_neg_elbo_nats"]
+
+
+def test_the_iwae_benchmark_trains_all_three_objectives_for_the_epochs_the_k50_model_reached(monkeypatch, tmp_path):
+    from genlab.bench import BenchContext, vae_bench
+
+    calls = []
+
+    def fake_train_and_evaluate(preset, *, budget_s, overrides=(), max_epochs=0, **_):
+        calls.append((preset, tuple(overrides), max_epochs))
+        k50 = "model.k=50" in overrides
+        epochs = 7.0 if k50 else float(max_epochs)
+        nll = {"model.k=50": 95.0, "model.k=5": 96.0}.get(next(iter(overrides), ""), 97.5)
+        return {"n_test": 10000, "iw_samples": 5000, "test_nll_nats": nll, "test_nll_nats_se": 0.2,
+                "test_neg_elbo_nats": nll + 5, "test_neg_elbo_nats_se": 0.2, "full_test_neg_elbo_nats": nll + 5,
+                "full_test_images": 10000, "epochs_trained": epochs, "train_s": 60.0 * epochs,
+                "eval_s": 30.0, "stopped_early": 0.0, "run_dir": str(tmp_path)}
+
+    monkeypatch.setattr(vae_bench, "train_and_evaluate", fake_train_and_evaluate)
+    ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path, train_budget_s=120.0)
+    records = vae_bench.bench_iwae_nll(ctx)
+    # The k=50 model sets the epochs; the others train exactly as many.
+    assert calls == [("vae-iwae-mnist", ("model.k=50",), 0), ("vae-iwae-mnist", ("model.k=5",), 7),
+                     ("vae-mlp-mnist", (), 7)]
+    nll = {r["model"]: r["value"] for r in records if r["metric"] == "test_nll_iwae_k5000_full"}
+    assert nll == {"vae (IWAE k=50)": 95.0, "vae (IWAE k=5)": 96.0, "vae (ELBO)": 97.5}
+    gains = {r["model"]: r["value"] for r in records if r["metric"] == "nll_gain_over_vae_equal_epochs"}
+    assert gains == {"vae (IWAE k=5)": pytest.approx(1.5), "vae (IWAE k=50)": pytest.approx(2.5)}
+    assert all(r.get("epochs") == 7 for r in records if "epochs" in r)

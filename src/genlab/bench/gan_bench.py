@@ -295,7 +295,8 @@ def bench_overhead(ctx: BenchContext) -> list[dict]:
     ctx.notes.append(f"gan-dcgan-mnist networks, batch {config.data.batch_size}, {steps} steps per timing, median "
                      f"of {int(result['repeats'])} alternating rounds after a warm-up round, 2 torch threads; the "
                      "plain loop is pytorch/examples' dcgan/main.py loop on the same networks and batches. Epoch "
-                     "times are the step times scaled to 60,000 images.")
+                     "times are the step times scaled to 60,000 images. The Trainer's Adam runs torch's fused kernel "
+                     "(fused=True); the plain loop keeps pytorch/examples' default Adam.")
     common = {"model": "dcgan", "dataset": "mnist", "device": "cpu"}
     return [
         {**common, "metric": "trainer_epoch_time", "value": result["trainer_s"] * per_epoch, "unit": "s"},
@@ -367,6 +368,7 @@ def bench_families(ctx: BenchContext) -> list[dict]:
         if images.shape[-1] != 28:  # e.g. the EBM's 32x32 padding: score the 28x28 centre
             margin = (images.shape[-1] - 28) // 2
             images = images[..., margin:margin + 28, margin:margin + 28]
+        _keep_samples(ctx, f"leaderboard-families-{family}", images[:KEPT_SAMPLES], None, value_range)
         records += leaderboard_records(config.model_name, str(config.data.dataset), images,
                                        value_range=value_range, data_dir=ctx.data_dir, device=ctx.device,
                                        preset=scored_as,

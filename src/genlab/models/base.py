@@ -10,11 +10,19 @@ Models that step several optimizers in turn (a GAN's discriminator and generator
 :meth:`GenerativeModel.training_phases`; the Trainer then calls ``forward(batch, phase=name, step=step)``, backs
 the returned loss up and steps that optimizer, once per phase. One Trainer, one set of callbacks, checkpoints,
 DDP and AMP serve both kinds.
+
+Models that can tell from one training forward pass that their state went bad (an EBM whose energies exploded)
+declare a :class:`RollbackPolicy` in :meth:`GenerativeModel.rollback_policy` and name the problem in
+:meth:`GenerativeModel.step_problem`; the Trainer then keeps a snapshot of the last good state (weights, buffers,
+``extra_state``, every optimizer's moments), restores it on a problem (on every process together), calls
+:meth:`GenerativeModel.after_rollback` and redoes the step on the same batch (:mod:`genlab.training.rollback`).
+A model never steps an optimizer or undoes a step itself.
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +41,20 @@ def decay_groups(parameters, weight_decay: float) -> list[dict]:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
+
+
+@dataclass(frozen=True)
+class RollbackPolicy:
+    """How the Trainer rolls a model back when :meth:`GenerativeModel.step_problem` names a problem.
+
+    ``snapshot_every``: training steps between snapshots of the last good state (one is also taken when training
+    starts). ``max_recoveries``: roll-backs allowed in a run; the next problem stops it with a TrainingError (0: the
+    first problem stops it, and no snapshots are taken). ``advice``: the sentence that TrainingError ends with.
+    """
+
+    snapshot_every: int = 50
+    max_recoveries: int = 3
+    advice: str = "Lower optim.lr, then resume from the last checkpoint."
 
 
 class GenerativeModel(nn.Module, abc.ABC):
@@ -148,15 +170,31 @@ class GenerativeModel(nn.Module, abc.ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Called by the Trainer with the optimizer it steps. Models that roll themselves back after a divergence
-        keep it to roll its state (e.g. Adam's moments) back too; the default ignores it."""
-
     def divergence(self, logs: dict[str, float]) -> str | None:
         """A sentence naming a divergence this model can see in one training step's ``logs`` (what ``loss``
         returned) although the loss stayed finite, or None when healthy. The Trainer asks every
-        ``train.log_every`` steps, beside its own parameter-norm check; the default sees nothing."""
+        ``train.log_every`` steps, after the update, beside its own parameter-norm check, and stops the run on
+        one; the default sees nothing. (:meth:`step_problem` is the per-step check that rolls back instead.)"""
         return None
+
+    def rollback_policy(self) -> RollbackPolicy | None:
+        """How the Trainer guards each training step with :meth:`step_problem` and rolls back to the last good
+        snapshot on a problem; None (the default): no guard, no snapshots."""
+        return None
+
+    def step_problem(self, phase: str, logs: dict[str, float]) -> str | None:
+        """A sentence naming what went wrong in the training forward pass that just returned ``logs`` (for the
+        optimizer ``phase``; ``"model"`` for a single-optimizer model), or None when healthy. Asked only under a
+        :meth:`rollback_policy`, after every training forward pass and before its backward, so it judges the
+        state the step started from; a problem on any process rolls every process back."""
+        return None
+
+    def after_rollback(self, problem: str) -> str:
+        """Called after the Trainer restored the last good snapshot because of ``problem`` (gradients cleared),
+        before it redoes the step on the same batch: the place to make the retry gentler (a smaller step size).
+        What it changes is kept by later roll-backs (the snapshot is retaken with it). Returns a few words on the
+        change for the Trainer's warning ("" for none)."""
+        return ""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for per-epoch model state (e.g. annealed sampler settings)."""

@@ -20,9 +20,12 @@ saved in ``extra_state``, so a resumed run continues exactly.
 
 Health: every step checks the energies, the input-gradient norm of the Langevin chains, the previous step's
 parameter-gradient norm and the fraction of negatives that collapsed to a blank (all low) or white (all high)
-image. On divergence the model either rolls back to its last good in-memory state (weights, replay buffer and
-the trainer's optimizer moments) with a smaller Langevin step size (logged as ``step_size`` and ``rollbacks``),
-or stops with a TrainingError.
+image; :meth:`EBM.step_problem` hands the diagnosis to the Trainer. ``model.health=recover`` declares a roll-back
+policy: the Trainer restores its last good snapshot (weights, replay buffer, its optimizer moments;
+:mod:`genlab.training.rollback`) and :meth:`EBM.after_rollback` shrinks the Langevin step size (logged as
+``step_size`` and ``rollbacks``) before the step is redone; ``stop`` stops at the first divergence with a
+TrainingError; ``off`` checks nothing. ``loss`` itself is only the loss: it neither retries nor touches an
+optimizer.
 
 :class:`EBMConfig` and the energy network :class:`EnergyNet` live in :mod:`genlab.models.ebm_network` and are
 re-exported here with :func:`auroc`; this module keeps the registered :class:`EBM` and its health checks.
@@ -30,10 +33,8 @@ re-exported here with :func:`auroc`; this module keeps the registered :class:`EB
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genlab.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    TrainingError,
-)
-from genlab.models.base import DataInfo, GenerativeModel
+from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.models.base import DataInfo, GenerativeModel, RollbackPolicy
 from genlab.models.ebm_network import ACTIVATIONS, EBMConfig, EnergyNet, auroc
 from genlab.registry import register
 from genlab.sampling.langevin import CudaGraphLangevin, LangevinResult, langevin
@@ -95,11 +91,10 @@ class EBM(GenerativeModel):
         self.register_buffer("current_step_size", torch.tensor(float(config.step_size), dtype=torch.float32))
         self.buffer = ReplayBuffer(config.buffer_size, self.image_shape, fresh_fraction=config.fresh_fraction,
                                    value_range=(self.low, self.high))
-        self.train_steps = 0  # loss() calls that ended healthy
+        self.train_steps = 0  # training forward passes behind the state held (a roll-back restores it too)
         self._graphs: dict[tuple, CudaGraphLangevin] = {}  # captured training chains by key (cuda_graphs)
-        self.rollbacks = 0
-        self._good: dict[str, Any] | None = None  # last good in-memory state
-        self._optimizer: torch.optim.Optimizer | None = None  # the trainer's, rolled back with the weights
+        self.rollbacks = 0  # roll-backs so far (kept in the Trainer's snapshot, so later roll-backs count on)
+        self._problem: str | None = None  # the last loss()'s diagnosis, for step_problem
         self._resumed_grad_norm: float | None = None  # the previous step's gradient norm, from a checkpoint
 
     @classmethod
@@ -207,7 +202,8 @@ class EBM(GenerativeModel):
     # ------------------------------------------------------------------ training
 
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
-        """Contrastive divergence + α energy regulariser on one batch, with the health check (module docstring).
+        """Contrastive divergence + α energy regulariser on one batch (module docstring); the health check's
+        verdict is kept for :meth:`step_problem`.
 
         Logs: ``cdiv`` (mean E(data) - mean E(negatives), the seed's "cdiv" is the same number), ``reg``,
         ``energy_data``, ``energy_samples``, ``langevin_grad_norm`` (mean L2 norm of the unclipped ∇ₓE at the last
@@ -216,24 +212,40 @@ class EBM(GenerativeModel):
         """
         x = self._images(batch)
         self.buffer.to(x.device)
-        if self._good is None:
-            self._remember_good_state()
         param_grad_norm = self._param_grad_norm()
         if self._resumed_grad_norm is not None:
             # Gradients are not checkpointed; the norm they had is, so a resumed run checks the same number.
             param_grad_norm, self._resumed_grad_norm = self._resumed_grad_norm, None
-        while True:
-            loss, logs, health = self._contrastive_step(x, param_grad_norm)
-            problem = self._diagnose(health)
-            if problem is None:
-                break
-            self._handle_divergence(problem)
-            param_grad_norm = 0.0  # the previous gradient was the bad one; it is not used again
+        loss, logs, health = self._contrastive_step(x, param_grad_norm)
+        self._problem = self._diagnose(health)
         self.train_steps += 1
-        if self.train_steps % self.config.snapshot_every == 0:
-            self._remember_good_state()
         logs.update(step_size=float(self.current_step_size), rollbacks=float(self.rollbacks))
         return loss, logs
+
+    def rollback_policy(self) -> RollbackPolicy | None:
+        """``model.health``: recover rolls back (``snapshot_every``, ``max_recoveries``), stop stops at the first
+        divergence, off checks nothing."""
+        cfg = self.config
+        if cfg.health == "off":
+            return None
+        if cfg.health == "stop":
+            return RollbackPolicy(snapshot_every=cfg.snapshot_every, max_recoveries=0,
+                                  advice="Stopped by model.health=stop: lower model.step_size or optim.lr, or set "
+                                         "model.health=recover, then resume from the last checkpoint.")
+        return RollbackPolicy(snapshot_every=cfg.snapshot_every, max_recoveries=cfg.max_recoveries,
+                              advice="Lower optim.lr or model.step_size, then resume from the last checkpoint.")
+
+    def step_problem(self, phase: str, logs: dict[str, float]) -> str | None:
+        """The divergence the last :meth:`loss` diagnosed (module docstring), or None when healthy."""
+        return self._problem
+
+    def after_rollback(self, problem: str) -> str:
+        """Count the roll-back and multiply the Langevin step size by ``model.recovery_factor``."""
+        self.rollbacks += 1
+        self.current_step_size.mul_(self.config.recovery_factor)
+        # The restored state's saved gradient norm belongs to a step now undone: the redone step checks none (0).
+        self._resumed_grad_norm = None
+        return f"with Langevin step size {float(self.current_step_size):.4g}"
 
     def _negatives(self, start: Tensor) -> LangevinResult:
         """The training chains from ``start`` (``langevin_steps`` steps, the global RNG)."""
@@ -293,7 +305,8 @@ class EBM(GenerativeModel):
         return float(torch.cat(grads).norm())
 
     def _diagnose(self, health: _Health) -> str | None:
-        """A sentence naming the divergence, or None when healthy (always None with ``health=off``)."""
+        """A sentence naming the divergence, or None when healthy (always None with ``health=off``). Local to
+        this process: the Trainer has every process agree."""
         cfg = self.config
         problem = None
         if cfg.health == "off":
@@ -310,60 +323,13 @@ class EBM(GenerativeModel):
         elif self.train_steps >= cfg.health_warmup and health.collapsed_fraction > cfg.max_collapsed:
             problem = (f"{100 * health.collapsed_fraction:.0f}% of the Langevin samples collapsed to blank or "
                        f"saturated images (> model.max_collapsed = {cfg.max_collapsed:g})")
-        if _any_rank(problem is not None, self._device()):
-            return problem or "another training process detected divergence"
-        return None
-
-    def _handle_divergence(self, problem: str) -> None:
-        cfg = self.config
-        where = f"at EBM training step {self.train_steps + 1}"
-        if cfg.health == "stop":
-            raise TrainingError(f"{problem} {where}; stopped (model.health=stop). Lower model.step_size or "
-                                "optim.lr, or set model.health=recover, then resume from the last checkpoint.")
-        if self.rollbacks >= cfg.max_recoveries:
-            raise TrainingError(f"{problem} {where}, after {self.rollbacks} roll-back(s) with smaller Langevin "
-                                f"steps (now {float(self.current_step_size):.4g}); stopped. Lower optim.lr or "
-                                "model.step_size, then resume from the last checkpoint.")
-        self._restore_good_state()
-        self.rollbacks += 1
-        self.current_step_size.mul_(cfg.recovery_factor)
-        for parameter in self.parameters():
-            parameter.grad = None
-        warnings.warn(f"EBM: {problem} {where}; rolled back to the state of step {self._good['train_steps']} "
-                      f"with Langevin step size {float(self.current_step_size):.4g} "
-                      f"(roll-back {self.rollbacks}/{cfg.max_recoveries})", RuntimeWarning, stacklevel=3)
-
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        self._optimizer = optimizer
-
-    def _remember_good_state(self) -> None:
-        self._good = {"params": {name: p.detach().clone() for name, p in self.named_parameters()},
-                      "buffer": self.buffer.state_dict(), "train_steps": self.train_steps}
-        if self._optimizer is not None:
-            # Adam's moments after a blow-up carry the exploded gradients; they are rolled back with the weights.
-            self._good["optimizer"] = copy.deepcopy(self._optimizer.state_dict()["state"])
-
-    def _restore_good_state(self) -> None:
-        with torch.no_grad():
-            for name, parameter in self.named_parameters():
-                parameter.copy_(self._good["params"][name])  # in place: the optimizer keeps its references
-        self.buffer.load_state_dict(self._good["buffer"])
-        if self._optimizer is not None and "optimizer" in self._good:
-            # Only the per-parameter state: learning rates stay with the trainer's schedule.
-            current = self._optimizer.state_dict()
-            self._optimizer.load_state_dict({"state": copy.deepcopy(self._good["optimizer"]),
-                                             "param_groups": current["param_groups"]})
+        return problem
 
     def extra_state(self) -> dict[str, Any]:
-        """The replay buffer, step and roll-back counters and the last good state, so resume is exact."""
-        state: dict[str, Any] = {"buffer": self.buffer.state_dict(), "train_steps": self.train_steps,
-                                 "rollbacks": self.rollbacks, "param_grad_norm": self._param_grad_norm()}
-        if self._good is not None:
-            state["good"] = {"params": {k: v.cpu() for k, v in self._good["params"].items()},
-                             "buffer": self._good["buffer"], "train_steps": self._good["train_steps"]}
-            if "optimizer" in self._good:
-                state["good"]["optimizer"] = self._good["optimizer"]
-        return state
+        """The replay buffer, the step and roll-back counters and the gradient norm the next step checks, so
+        resume is exact (the last good state for roll-backs is the Trainer's, in its own checkpoint state)."""
+        return {"buffer": self.buffer.state_dict(), "train_steps": self.train_steps, "rollbacks": self.rollbacks,
+                "param_grad_norm": self._param_grad_norm()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if not state:
@@ -374,16 +340,10 @@ class EBM(GenerativeModel):
             self.rollbacks = int(state["rollbacks"])
             if "param_grad_norm" in state:  # absent in checkpoints written before it was kept
                 self._resumed_grad_norm = float(state["param_grad_norm"])
-            good = state.get("good")
-            if good is not None:
-                names = {name for name, _ in self.named_parameters()}
-                if set(good["params"]) != names:
-                    raise CheckpointError("the saved roll-back state does not match this EBM's parameters")
-                device = self._device()
-                self._good = {"params": {k: torch.as_tensor(v).to(device) for k, v in good["params"].items()},
-                              "buffer": good["buffer"], "train_steps": int(good["train_steps"])}
-                if "optimizer" in good:  # absent in checkpoints written before roll-backs covered it
-                    self._good["optimizer"] = good["optimizer"]
+            # Checkpoints written while the EBM rolled itself back also hold its last good state under "good".
+            # It is ignored, not converted (it lacks the buffers and the Trainer's layout): the resumed run takes
+            # a fresh snapshot at its first step, so a roll-back before the next snapshot returns to the resumed
+            # state instead of that older one.
         except KeyError as exc:
             raise CheckpointError(f"EBM training state in the checkpoint lacks {exc}; it was not written by "
                                   "this version of genlab's EBM") from None
@@ -466,11 +426,3 @@ class EBM(GenerativeModel):
                            f"n_{key}": float(len(other))})
         return result
 
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """True if ``flag`` is true on any process (all ranks must agree to roll back, or replicas would drift)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item() > 0)

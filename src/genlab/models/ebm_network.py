@@ -51,13 +51,13 @@ class EBMConfig:
     # Loss.
     alpha: float = 0.1  # weight of the energy-magnitude regulariser mean(E_real² + E_fake²)
     data_noise: float = 0.005  # std of the Gaussian noise added to real images
-    # Health (divergence guard).
+    # Health (divergence guard: the EBM diagnoses, the Trainer rolls back; see genlab.training.rollback).
     health: str = "recover"  # recover: roll back + smaller step | stop: TrainingError | off
     max_energy: float = 1000.0  # |E| above this on any image is divergence
     max_grad_norm: float = 1000.0  # Langevin input-gradient or parameter-gradient L2 norm above this is divergence
     max_collapsed: float = 0.5  # fraction of negatives collapsed to blank/white images above this is divergence
     health_warmup: int = 100  # steps before the collapse check starts (early negatives are often blank)
-    snapshot_every: int = 50  # healthy steps between in-memory snapshots for roll-back
+    snapshot_every: int = 50  # training steps between the Trainer's in-memory roll-back snapshots
     recovery_factor: float = 0.5  # Langevin step size multiplier on each roll-back
     max_recoveries: int = 3  # roll-backs allowed before training stops
     # Filled from the data by adapt_config.

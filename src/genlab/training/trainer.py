@@ -1,4 +1,11 @@
-"""The one training loop. Everything model-specific lives in ``model.loss``; everything else is a callback."""
+"""The one training loop. Everything model-specific lives in ``model.loss``; everything else is a callback.
+
+One step is a forward pass, a backward pass and an optimizer step (per phase for models with several optimizers).
+Under a model's :class:`~genlab.models.base.RollbackPolicy` each forward pass is checked first
+(:meth:`~genlab.models.base.GenerativeModel.step_problem`, agreed by every process): on a problem the Trainer
+restores the last good snapshot (:mod:`genlab.training.rollback`), calls ``after_rollback`` and redoes the step on
+the same batch, or stops with a TrainingError once ``max_recoveries`` roll-backs are spent.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,8 @@ from genlab.config import OptimConfig, RunConfig
 from genlab.data.datasets import DataBundle
 from genlab.errors import CheckpointError, TrainingError, TrainingInterrupted
 from genlab.models.base import SINGLE_OPTIMIZER, GenerativeModel
-from genlab.training.distributed import DistInfo, all_ranks_agree, gather_to_rank_zero
+from genlab.training.distributed import DistInfo, all_ranks_agree, any_rank, gather_to_rank_zero
+from genlab.training.rollback import Rollback
 
 
 def build_optimizers(model: GenerativeModel, cfg: OptimConfig) -> dict[str, torch.optim.Optimizer]:
@@ -35,12 +43,24 @@ def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Opt
 
 
 def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+    # torch's fused kernels do the whole update in one pass over each tensor: on a 2-core CPU Adam's step is about
+    # 5x and SGD's about 3x faster than the default per-tensor loop (a VAE's Adam step was a fifth of its time).
+    fused = _can_fuse(groups)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
     optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
+
+
+def _can_fuse(groups: list[dict]) -> bool | None:
+    """True when every parameter is a floating-point CPU or CUDA tensor (where torch has fused optimizers);
+    None (torch's default) otherwise."""
+    parameters = [p for group in groups for p in group["params"]]
+    if parameters and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in parameters):
+        return True
+    return None
 
 
 def lr_factor(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> float:
@@ -94,8 +114,9 @@ class Trainer:
     """Runs ``model.loss`` over the training batches with one optimizer (or, for models that declare several,
     each phase of :meth:`GenerativeModel.training_phases` with its own); callbacks do the rest.
 
-    Position is (epoch, batch_in_epoch): the next batch to train on. Together with the RNG states, optimizer and
-    ``model.extra_state()`` it is all a resumed run needs to continue exactly where a killed one stopped.
+    Position is (epoch, batch_in_epoch): the next batch to train on. Together with the RNG states, optimizer,
+    ``model.extra_state()`` and the roll-back snapshot it is all a resumed run needs to continue exactly where a
+    killed one stopped.
     """
 
     def __init__(self, model: GenerativeModel, config: RunConfig, data: DataBundle, *, device: torch.device,
@@ -118,8 +139,8 @@ class Trainer:
         self.optimizers = build_optimizers(model, config.optim)
         self.optimizer = next(iter(self.optimizers.values()))  # the one optimizer of most models
         self.phased = tuple(self.optimizers) != (SINGLE_OPTIMIZER,)
-        if not self.phased:
-            model.attach_optimizer(self.optimizer)
+        policy = model.rollback_policy()
+        self.rollback = Rollback(model, self.optimizers, policy) if policy is not None else None
         self.steps_per_epoch = len(data.train)
         if self.steps_per_epoch == 0:
             raise TrainingError(f"the training set has fewer examples ({data.train.num_examples}) than one batch "
@@ -144,22 +165,26 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        own = {"rng": rng_state(), "model_extra": self.model.extra_state()}  # this rank's
+        if self.rollback is not None:
+            own["rollback_extra"] = self.rollback.rank_state_dict()
         state = {
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "elapsed": self.elapsed,
             **self._optimizer_state(),
-            "rng": rng_state(),
-            "model_extra": self.model.extra_state(),
+            **own,
             "world_size": self.dist.world_size,
         }
+        if self.rollback is not None:
+            state["rollback"] = self.rollback.state_dict()
         if self.dist.enabled:
             # Every rank draws its own noise and keeps its own chains or replay buffer; a resumed run gives each
             # rank back its own (the top-level entries are rank 0's). A collective: every rank calls state_dict.
-            ranks = gather_to_rank_zero({"rng": state["rng"], "model_extra": state["model_extra"]})
+            ranks = gather_to_rank_zero(own)
             if ranks is not None:
-                ranks[0] = {"rng": state["rng"], "model_extra": state["model_extra"]}  # shared, saved once
+                ranks[0] = own  # shared with the top-level entries, saved once
                 state["ranks"] = ranks
         return state
 
@@ -206,6 +231,8 @@ class Trainer:
                 group["lr"] = base_lr * factor
         own = self._own_rank_state(state)
         self.model.load_extra_state(own.get("model_extra", {}))
+        if self.rollback is not None:
+            self.rollback.load_state_dict(state.get("rollback"), own.get("rollback_extra"))
         set_rng_state(own["rng"])
 
     def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -274,11 +301,23 @@ class Trainer:
         return f"the last good checkpoint, {last}, was kept"
 
     def train_step(self, batch: Any) -> dict[str, float]:
+        """One training step on ``batch``; returns its logs. Under a roll-back policy a step that was rolled back
+        is redone on the same batch from the restored state."""
         self.network.train()
-        if self.phased:
-            return self._phased_step(self._to_device(batch))
+        batch = self._to_device(batch)
+        if self.rollback is not None:
+            self.rollback.start(self.step)
+        while True:
+            logs = self._phased_step(batch) if self.phased else self._single_step(batch)
+            if logs is not None:
+                return logs
+
+    def _single_step(self, batch: Any) -> dict[str, float] | None:
+        """Forward, backward and step of the one optimizer; None when the forward pass was rolled back."""
         with self._autocast():
-            loss, logs = self.network(self._to_device(batch))
+            loss, logs = self.network(batch)
+        if self._rolled_back(SINGLE_OPTIMIZER, logs, first=True):
+            return None
         value = float(loss.detach())
         self._check_finite(value, "loss")
         self.optimizer.zero_grad(set_to_none=True)
@@ -291,14 +330,17 @@ class Trainer:
         self.last_loss = value
         return {"loss": value, **{k: float(v) for k, v in logs.items()}}
 
-    def _phased_step(self, batch: Any) -> dict[str, float]:
+    def _phased_step(self, batch: Any) -> dict[str, float] | None:
         """One step of a model with several optimizers: per phase a forward, a backward and that optimizer's
-        step. ``loss`` is the first phase's; each phase logs ``loss_<phase>`` and ``grad_norm_<phase>``."""
+        step. ``loss`` is the first phase's; each phase logs ``loss_<phase>`` and ``grad_norm_<phase>``. None
+        when a phase's forward pass was rolled back (which undoes the earlier phases' updates too)."""
         logs: dict[str, float] = {}
-        for phase in self.model.training_phases(self.step):
+        for index, phase in enumerate(self.model.training_phases(self.step)):
             optimizer = self.optimizers[phase]
             with self._autocast():
                 loss, phase_logs = self.network(batch, phase, self.step)
+            if self._rolled_back(phase, phase_logs, first=index == 0):
+                return None
             value = float(loss.detach())
             self._check_finite(value, f"{phase} loss")
             optimizer.zero_grad(set_to_none=True)
@@ -324,6 +366,36 @@ class Trainer:
                 scheduler.step()
         self.last_loss = logs["loss"]
         return logs
+
+    def _rolled_back(self, phase: str, logs: dict[str, float], first: bool) -> bool:
+        """Under a roll-back policy, ask the model whether the forward pass of ``phase`` that returned ``logs``
+        went wrong, on any process. Healthy: False (and the step's ``first`` forward pass may be snapshotted).
+        A problem: the last good snapshot is restored on every process and True returned (the step is redone),
+        or a TrainingError once out of roll-backs. Before the loss check, as a blow-up often makes it non-finite."""
+        if self.rollback is None:
+            return False
+        problem = self.model.step_problem(phase, logs)
+        if self.dist.enabled:  # all ranks roll back together, or their replicas would drift apart
+            diverged = any_rank(problem is not None, self.device)
+            problem = (problem or "another training process saw its model diverge") if diverged else None
+        if problem is None:
+            if first:
+                self.rollback.passed(self.step)
+            return False
+        self._roll_back(problem)
+        return True
+
+    def _roll_back(self, problem: str) -> None:
+        rollback, limit = self.rollback, self.rollback.policy.max_recoveries
+        where = f"at step {self.step + 1} (epoch {self.epoch + 1})"
+        if rollback.exhausted:
+            after = f", after {rollback.recoveries} roll-back(s)" if limit else ""
+            raise TrainingError(f"{problem} {where}{after}; training stopped; {self.checkpoint_kept()}. "
+                                f"{rollback.policy.advice}")
+        note = rollback.roll_back(problem)
+        warnings.warn(f"{type(self.model).__name__}: {problem} {where}; rolled back to the state of step "
+                      f"{rollback.good.step}{' ' + note if note else ''} (roll-back {rollback.recoveries}/{limit})",
+                      RuntimeWarning, stacklevel=4)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
