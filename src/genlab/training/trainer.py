@@ -45,13 +45,15 @@ def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Opt
 def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
-    # torch's fused kernels do the whole update in one pass over each tensor: on a 2-core CPU Adam's step is about
-    # 5x and SGD's about 3x faster than the default per-tensor loop (a VAE's Adam step was a fifth of its time).
-    fused = _can_fuse(groups)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
+        # Not fused: torch's fused SGD fails when some parameters have momentum buffers and others none yet (a
+        # DBN's later stages train layers that had no gradients before), and it saved nothing measurable in an
+        # RBM's CD-1 step.
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    # torch's fused kernel does Adam's whole update in one pass over each tensor: on a 2-core CPU its step is
+    # about 5x faster than the default per-tensor loop (0.8 vs 4.1 ms for a 784-200-200-50 VAE's parameters).
     optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
+    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=_can_fuse(groups))
 
 
 def _can_fuse(groups: list[dict]) -> bool | None:
