@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -540,7 +541,9 @@ print(f"rank {{rank}}: rollbacks {{model.rollbacks}}, step size {{float(model.cu
 """)
     result = torchrun_two_processes(str(script), timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
+    # torchrun merges the two processes' output, so one line may hold both reports: split before each.
+    lines = sorted(part.strip() for part in re.split(r"(?=rank \d: rollbacks)", result.stdout)
+                   if part.startswith("rank "))
     assert len(lines) == 2 and all("rollbacks 1, step size 0.5" in line for line in lines), result.stdout
     assert "energies exploded" in lines[1] and "another training process saw its model diverge" in lines[0]
     (run,) = list(tmp_path.glob("ebm-*"))
