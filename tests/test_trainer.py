@@ -552,3 +552,13 @@ print(f"rank {{rank}}: rollbacks {{model.rollbacks}}, step size {{float(model.cu
     state = ckpt.load_train_state(ckpt.latest_checkpoint(run) / ckpt.STATE_FILE)
     assert state["rollback"]["recoveries"] == 1 and len(state["ranks"]) == 2
     assert not torch.equal(*(rank["rollback_extra"]["buffer"]["samples"] for rank in state["ranks"]))
+
+
+def test_a_roll_back_policy_refuses_impossible_settings():
+    from genlab.errors import ConfigError
+    from genlab.models.base import RollbackPolicy
+
+    with pytest.raises(ConfigError, match="snapshot_every must be >= 1"):
+        RollbackPolicy(snapshot_every=0)
+    with pytest.raises(ConfigError, match="max_recoveries must be >= 0"):
+        RollbackPolicy(max_recoveries=-1)

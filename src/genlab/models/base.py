@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.data.info import DataInfo  # noqa: F401  (models are built from it; re-exported for them)
+from genlab.errors import check_config
 
 SINGLE_OPTIMIZER = "model"  # the name of the one optimizer of a model that does not declare several
 
@@ -55,6 +56,12 @@ class RollbackPolicy:
     snapshot_every: int = 50
     max_recoveries: int = 3
     advice: str = "Lower optim.lr, then resume from the last checkpoint."
+
+    def __post_init__(self) -> None:
+        check_config(self.snapshot_every >= 1, f"a roll-back policy's snapshot_every must be >= 1, got "
+                                               f"{self.snapshot_every}")
+        check_config(self.max_recoveries >= 0, f"a roll-back policy's max_recoveries must be >= 0, got "
+                                               f"{self.max_recoveries}")
 
 
 class GenerativeModel(nn.Module, abc.ABC):

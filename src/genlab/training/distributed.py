@@ -89,8 +89,4 @@ def all_ranks_agree(flag: bool, device: torch.device) -> bool:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True if ``flag`` is true on any rank (used to roll every rank back together when one sees a divergence)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0.5)
+    return not all_ranks_agree(not flag, device)
