@@ -84,7 +84,7 @@ def test_bad_yaml_file(tmp_path):
 
 
 def test_step_schedule_multiplies_the_lr_at_each_milestone():
-    from genlab.training.trainer import lr_factor
+    from genlab.training.optim import lr_factor
 
     cfg = from_dict(OptimConfig, {"schedule": "step", "milestones": [2, 4], "decay_rate": 0.3})
     steps_per_epoch = 10

@@ -543,7 +543,7 @@ def test_step_time_benchmark_runs_with_smoke_settings(data_dir):
 @pytest.mark.slow
 def test_sample_quality_benchmark_runs_with_smoke_settings(data_dir, tmp_path):
     from genlab.bench.ebm_bench import train_and_judge
-    from genlab.eval.judge import train_judge
+    from genlab.eval.judge_training import train_judge
 
     judge = train_judge("mnist", data_dir=data_dir, epochs=1, max_train=1000, save=False, log=lambda _: None)
     result = train_and_judge(budget_s=2, work_dir=tmp_path, data_dir=str(data_dir), n_samples=20, sample_steps=3,

@@ -14,6 +14,7 @@ from genlab import judge as genlab_judge
 from genlab.cli import main
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.eval import judge as J
+from genlab.eval.judge_training import train_judge
 
 # ------------------------------------------------------------------------------------- metric mathematics
 
@@ -214,7 +215,7 @@ def data():
 def quick_judge(data):
     """A judge trained for one epoch on 3,000 MNIST images (seconds); the real one is checked in a slow test."""
     torch.set_num_threads(2)
-    return J.train_judge("mnist", data_dir=data, epochs=1, max_train=3000, max_test=2000, save=False,
+    return train_judge("mnist", data_dir=data, epochs=1, max_train=3000, max_test=2000, save=False,
                          log=lambda _: None)
 
 
@@ -357,3 +358,132 @@ def test_full_judges_reach_their_accuracy_targets(data, dataset, tmp_path):
     judge = J.load_judge(dataset, data_dir=data, cache_dir=tmp_path, log=lambda _: None)
     assert judge.info.test_accuracy_pct >= J.TARGET_ACCURACY_PCT[dataset]
     assert J.judge_path(dataset, judge.info.checksum, tmp_path).is_file()
+
+
+# ------------------------------------------------------------------------------- training by the Trainer
+
+
+def _reference_judge_loop(images, labels, *, epochs, batch_size, max_lr, flip, seed):
+    """The loop every cached judge was trained with before the Trainer trained judges, kept here verbatim as
+    the ground truth the Trainer path must reproduce bitwise."""
+    net = J.JudgeNet().train()
+    steps_per_epoch = images.shape[0] // batch_size
+    optimizer = torch.optim.Adam(net.parameters(), lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(images.shape[0], generator=generator)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            x = images[index].float().div_(255.0)
+            if flip:
+                mirrored = torch.rand(x.shape[0], generator=generator) < 0.5
+                x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+            loss = F.cross_entropy(net(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return net.eval()
+
+
+def _small_training_set(count=520):
+    generator = torch.Generator().manual_seed(3)
+    images = (torch.rand(count, 1, 28, 28, generator=generator) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (count,), generator=generator)
+    return images, labels
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_trainer_trains_a_judge_bitwise_as_the_old_loop_did(flip):
+    from genlab.eval.judge_training import fit_judge, judge_run_config
+
+    images, labels = _small_training_set()  # 4 batches of 128 per epoch; the last 8 images are dropped
+    torch.manual_seed(5)
+    expected = _reference_judge_loop(images, labels, epochs=2, batch_size=128, max_lr=3e-3, flip=flip, seed=5)
+    config = judge_run_config("mnist", epochs=2, seed=5, batch_size=128, max_lr=3e-3)
+    torch.manual_seed(5)
+    lines = []
+    trained = fit_judge(images, labels, config=config, flip=flip, device=torch.device("cpu"), log=lines.append)
+    for (name, value), reference in zip(trained.state_dict().items(), expected.state_dict().values()):
+        assert torch.equal(value, reference), name
+    assert len(lines) == 2 and lines[1].startswith("[judge] epoch 2/2: train cross-entropy")
+
+
+def test_judge_batches_resume_mid_epoch_with_the_batches_an_uninterrupted_epoch_has():
+    from genlab.eval.judge_training import JudgeBatches
+
+    images, labels = _small_training_set()
+    batches = JudgeBatches(images, labels, 128, seed=1, flip=True)
+    batches.set_epoch(1)
+    whole = list(batches.iter_from(0))
+    batches.set_epoch(1)
+    resumed = list(batches.iter_from(2))
+    assert len(whole) == len(batches) == 4 and len(resumed) == 2
+    for (x, y), (rx, ry) in zip(whole[2:], resumed):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    assert whole[0][0].dtype == torch.float32 and float(whole[0][0].max()) <= 1.0
+
+
+def test_a_judge_objective_refuses_to_sample():
+    from genlab.eval.judge_training import JudgeNetConfig, JudgeObjective
+
+    with pytest.raises(TypeError, match="classifier"):
+        JudgeObjective(JudgeNetConfig()).sample(4)
+
+
+def test_onecycle_refuses_settings_it_replaces():
+    from genlab.config import OptimConfig
+
+    for bad in ({"warmup_steps": 10}, {"min_lr_ratio": 0.1}, {"final_momentum": 0.9}):
+        with pytest.raises(ConfigError, match="onecycle"):
+            OptimConfig(schedule="onecycle", **bad)
+
+
+def test_fused_false_keeps_torchs_default_adam():
+    from genlab.config import OptimConfig
+    from genlab.training.optim import make_optimizer
+
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
+    assert make_optimizer(groups, OptimConfig()).defaults["fused"] is True
+    assert not make_optimizer(groups, OptimConfig(fused=False)).defaults["fused"]
+
+
+def _judge_trainer(images, labels, **optim):
+    import dataclasses
+
+    from genlab.data.datasets import DataBundle
+    from genlab.data.info import DataInfo
+    from genlab.eval.judge_training import JudgeBatches, JudgeObjective, judge_run_config
+    from genlab.training.trainer import Trainer
+
+    config = judge_run_config("mnist", epochs=2, seed=0, batch_size=128, max_lr=3e-3)
+    config.optim = dataclasses.replace(config.optim, **optim)
+    objective = JudgeObjective(config.model)
+    data = DataBundle(DataInfo("image", (1, 28, 28), 10), JudgeBatches(images, labels, 128, seed=0, flip=False),
+                      None, None)
+    return Trainer(objective, config, data, device=torch.device("cpu"))
+
+
+def test_a_onecycle_run_resumes_exactly_and_refuses_a_changed_peak_or_length():
+    images, labels = _small_training_set()
+    torch.manual_seed(0)
+    whole = _judge_trainer(images, labels)
+    whole.fit()
+    torch.manual_seed(0)
+    first = _judge_trainer(images, labels, lr=3e-3)
+    first.config.train.max_steps = 3
+    first.fit()
+    state = {key: value for key, value in first.state_dict().items()}
+    weights = first.model.state_dict()
+    resumed = _judge_trainer(images, labels)
+    resumed.model.load_state_dict(weights)
+    resumed.load_state_dict(state)
+    resumed.fit()
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, whole.model.state_dict()[name]), name
+    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"]
+    with pytest.raises(CheckpointError, match="one-cycle schedule cannot change"):
+        _judge_trainer(images, labels, lr=1e-3).load_state_dict(state)
+    with pytest.raises(CheckpointError, match="one-cycle"):
+        _judge_trainer(images, labels, schedule="cosine").load_state_dict(state)

@@ -74,7 +74,7 @@ def test_resume_uses_the_schedule_of_the_resuming_config_from_its_first_step(tin
     # The optimizer state stores the lr of the schedule that wrote it; a run continued with another schedule (e.g.
     # a decay added for its last epochs) must train its very first resumed step at the new schedule's lr.
     from genlab.training.run import fit
-    from genlab.training.trainer import lr_factor
+    from genlab.training.optim import lr_factor
 
     partial = train(tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30", "optim.schedule=constant"))
     resumed = tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30", "optim.schedule=step",
@@ -88,7 +88,7 @@ def test_resume_uses_the_schedule_of_the_resuming_config_from_its_first_step(tin
 
 def test_resume_with_a_new_learning_rate_trains_at_it(tiny_images, tmp_path):
     from genlab.training.run import fit
-    from genlab.training.trainer import lr_factor
+    from genlab.training.optim import lr_factor
 
     partial = train(tiny_config(tiny_images, tmp_path / "run", "train.max_steps=30"))
     resumed = tiny_config(tiny_images, tmp_path / "run", "train.max_steps=31", "optim.lr=0.02")

@@ -402,6 +402,7 @@ def _add_judge_parser(commands) -> None:
 def _cmd_judge(args) -> int:
     from genlab.device import resolve_device
     from genlab.eval import judge as judge_lib
+    from genlab.eval.judge_training import train_judge
 
     if args.judge_action is None:
         raise ConfigError("genlab judge: name an action: train or score")
@@ -409,8 +410,8 @@ def _cmd_judge(args) -> int:
     if args.judge_action == "train":
         if not args.dataset:
             raise ConfigError(f"genlab judge train: pass --dataset ({' or '.join(judge_lib.JUDGE_DATASETS)})")
-        judge = judge_lib.train_judge(args.dataset, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
-                                      cache_dir=args.cache_dir, device=device)
+        judge = train_judge(args.dataset, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
+                            cache_dir=args.cache_dir, device=device)
         if not judge.info.meets_target:
             target = judge_lib.TARGET_ACCURACY_PCT[judge.info.dataset]
             print(f"warning: the {judge.info.dataset} judge is below its {target}% target; retrain with more --epochs")

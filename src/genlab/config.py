@@ -279,6 +279,10 @@ class DataConfig:
         check_config(self.pad_to == 0 or self.pad_to >= 28, f"data.pad_to must be 0 or >= 28, got {self.pad_to}")
 
 
+# Learning-rate schedules. onecycle is torch's OneCycleLR (Smith & Topin 2018) with its defaults and peak optim.lr.
+SCHEDULES = ("constant", "linear", "cosine", "exponential", "step", "onecycle")
+
+
 @dataclass
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
@@ -295,11 +299,12 @@ class OptimConfig:
     eps: float = 1e-8
     alpha: float = 0.99  # RMSProp smoothing
     grad_clip: float = 0.0  # max global grad norm; 0: off
-    schedule: str = "constant"  # constant | linear | cosine | exponential | step
+    schedule: str = "constant"  # one of SCHEDULES
     decay_rate: float = 1.0  # exponential: lr multiplied by this each epoch; step: at each milestone
     milestones: tuple[int, ...] = ()  # step: epochs at which the lr is multiplied by decay_rate
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    fused: bool = True  # Adam/AdamW: torch's fused kernel; False: its default per-tensor update
 
     def __post_init__(self) -> None:
         check_config(self.name in {"sgd", "adam", "adamw", "rmsprop"},
@@ -310,8 +315,12 @@ class OptimConfig:
                f"optim.final_momentum must be in [0, 1), got {self.final_momentum}")
         check_config(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         check_config(self.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {self.grad_clip}")
-        check_config(self.schedule in {"constant", "linear", "cosine", "exponential", "step"},
-               f"optim.schedule must be constant, linear, cosine, exponential or step, got {self.schedule!r}")
+        check_config(self.schedule in SCHEDULES,
+               f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check_config(self.schedule != "onecycle" or (self.warmup_steps == 0 and self.min_lr_ratio == 0
+                                                     and self.final_momentum is None),
+               "optim.schedule=onecycle sets its own warm-up, floor and momentum cycle (torch's OneCycleLR with "
+               "peak optim.lr); drop optim.warmup_steps, optim.min_lr_ratio and optim.final_momentum")
         check_config(self.schedule != "step" or len(self.milestones) >= 1,
                "optim.schedule=step needs optim.milestones, the epochs at which the lr is multiplied by "
                "optim.decay_rate, e.g. optim.milestones=[48,54] optim.decay_rate=0.3")

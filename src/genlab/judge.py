@@ -5,7 +5,8 @@
 
 The judge of a dataset is a small conv net trained on its training set (cached after the first use, about a
 minute on 2 CPU cores); FD and KID are measured in its feature space, so compare them only with other genlab
-judge figures. The networks, their cache and the figures are in :mod:`genlab.eval.judge`; this module adds
+judge figures. The networks, their cache and the figures are in :mod:`genlab.eval.judge` (their training, by the one Trainer, in
+:mod:`genlab.eval.judge_training`); this module adds
 scoring of image files and of runs' samples (``genlab judge score``).
 """
 
@@ -48,10 +49,10 @@ def train(dataset: str = "mnist", *, epochs: int | None = None, seed: int = 0, d
           data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None):
     """Train (or retrain) the judge of ``dataset`` and cache it; returns it (``genlab judge train``)."""
     from genlab.device import resolve_device
-    from genlab.eval import judge as judge_lib
+    from genlab.eval.judge_training import train_judge
 
-    return judge_lib.train_judge(dataset, data_dir=data_dir, epochs=epochs, seed=seed, cache_dir=cache_dir,
-                                 device=resolve_device(device))
+    return train_judge(dataset, data_dir=data_dir, epochs=epochs, seed=seed, cache_dir=cache_dir,
+                       device=resolve_device(device))
 
 
 # ------------------------------------------------------------------------------- scoring files and runs

@@ -170,7 +170,8 @@ def train_with_budget(config, budget_s: float, *, calibrate_steps: int = 20) -> 
     from genlab.device import resolve_device
     from genlab.training.callbacks import default_callbacks
     from genlab.training.run import build_model, new_run_dir
-    from genlab.training.trainer import Trainer, build_optimizer, seed_everything
+    from genlab.training.optim import build_optimizer
+    from genlab.training.trainer import Trainer, seed_everything
 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

@@ -31,7 +31,8 @@ from genlab.config import RunConfig, compose_run_config
 from genlab.data.datasets import build_data
 from genlab.training.callbacks import WallClockBudget
 from genlab.training.run import build_model, fit
-from genlab.training.trainer import build_optimizer, seed_everything
+from genlab.training.optim import build_optimizer
+from genlab.training.trainer import seed_everything
 
 SEED_KERAS_STEP = {"value": 4.2, "source": "seed Keras/TF2 eager recipe, same 2-core machine (issue 8)",
                    "higher_is_better": False}

@@ -199,7 +199,7 @@ def _seconds_per_step(model, config: RunConfig, data: DataBundle, steps: int) ->
     """Time ``steps`` training steps of a throwaway copy of ``model`` (after 2 warm-up steps)."""
     import copy
 
-    from genlab.training.trainer import build_optimizer
+    from genlab.training.optim import build_optimizer
 
     probe = copy.deepcopy(model)
     optimizer = build_optimizer(probe, config.optim)

@@ -2,8 +2,8 @@
 
 A *judge* is a small CNN classifier trained by genlab on the **training set only** of MNIST or Fashion-MNIST
 (never on generated data), saved as safetensors in a cache directory and looked up by the MD5 checksum of the
-training files it was trained on. Its penultimate layer (128 features after a ReLU) plays the role Inception-v3's
-pool features play in FID/KID:
+training files it was trained on (:mod:`genlab.eval.judge_training` trains it, with the one Trainer). Its
+penultimate layer (128 features after a ReLU) plays the role Inception-v3's pool features play in FID/KID:
 
 * **classifier confidence**: the mean of max-class probability and the fraction of images whose max-class
   probability exceeds 0.9 (how often the judge "recognises" a sample). Never read it alone: like most
@@ -33,15 +33,12 @@ import hashlib
 import json
 import math
 import os
-import platform
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.data.sources import dataset_name, names_of_kind
@@ -315,10 +312,12 @@ def load_judge(dataset: str, *, data_dir: str | os.PathLike | None = None,
                         f"`genlab judge train --dataset {dataset}` (a few minutes on CPU)")
     log(f"[judge] no cached {dataset} judge in {path.parent}; training one now "
         f"(or run `genlab judge train --dataset {dataset}` beforehand)")
+    from genlab.eval.judge_training import train_judge  # it trains with the Trainer, which this module needn't load
+
     return train_judge(dataset, data_dir=data_dir, cache_dir=cache_dir, device=device, log=log)
 
 
-# ------------------------------------------------------------------------------------------------ training
+# ------------------------------------------------------------------------------------------------ data
 
 
 def load_split(dataset: str, split: str, data_dir=None) -> tuple[Tensor, Tensor]:
@@ -327,80 +326,6 @@ def load_split(dataset: str, split: str, data_dir=None) -> tuple[Tensor, Tensor]
 
     arrays = load_images(dataset, split, data_dir)
     return torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels)
-
-
-def train_judge(dataset: str, *, data_dir: str | os.PathLike | None = None, epochs: int | None = None,
-                seed: int = 0, batch_size: int = 128, max_lr: float = 3e-3, max_train: int | None = None,
-                max_test: int | None = None, cache_dir: str | os.PathLike | None = None, save: bool = True,
-                device: str | torch.device = "cpu", log: Log = print) -> Judge:
-    """Train a judge on the training split of ``dataset`` (Adam with a one-cycle learning-rate schedule, fixed
-    number of epochs, no model selection on the test set), measure its test accuracy and cache it.
-
-    ``max_train`` trains on the first ``max_train`` training images only and ``max_test`` measures accuracy on the
-    first ``max_test`` test images only, for quick checks; such a judge is never written to the cache (it would
-    be found instead of the real one).
-    """
-    dataset = check_dataset(dataset)
-    epochs = DEFAULT_EPOCHS[dataset] if epochs is None else int(epochs)
-    if epochs < 1 or batch_size < 1 or (max_train is not None and max_train < batch_size):
-        raise ConfigError(f"judge training needs epochs >= 1 and batch_size >= 1 and max_train >= batch_size; "
-                          f"got epochs={epochs}, batch_size={batch_size}, max_train={max_train}")
-    device = torch.device(device)
-    checksum, digests = training_checksum(dataset, data_dir)
-    images, labels = load_split(dataset, "train", data_dir)
-    if max_train is not None:
-        images, labels = images[:max_train], labels[:max_train]
-    started = time.perf_counter()
-    # Seeded without disturbing the caller's RNG streams (torch.manual_seed also seeds CUDA, for dropout there).
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        net = _fit(JudgeNet(), images, labels, epochs=epochs, batch_size=batch_size, max_lr=max_lr,
-                   flip=FLIP_AUGMENT[dataset], seed=seed, device=device, log=log)
-    wall = time.perf_counter() - started
-    info = JudgeInfo(dataset=dataset, checksum=checksum, train_md5=digests, test_accuracy_pct=0.0,
-                     train_wall_s=round(wall, 2), epochs=epochs, seed=seed, train_examples=int(images.shape[0]),
-                     channels=net.channels, feature_dim=net.feature_dim,
-                     trained_with={"torch": torch.__version__, "device": str(device),
-                                   "threads": torch.get_num_threads(),
-                                   "machine": platform.processor() or platform.machine()})
-    judge = Judge(net, info, device)
-    test_images, test_labels = load_split(dataset, "test", data_dir)
-    test_images, test_labels = test_images[:max_test], test_labels[:max_test]
-    info.test_examples = int(test_images.shape[0])
-    info.test_accuracy_pct = round(judge.accuracy_pct(test_images, test_labels), 3)
-    target = TARGET_ACCURACY_PCT[dataset]
-    log(f"[judge] {dataset}: test accuracy {info.test_accuracy_pct:.2f}% on {info.test_examples} test images "
-        f"(target {target}%) after {epochs} epochs on {info.train_examples} images in {wall:.1f} s")
-    if save and max_train is None and max_test is None:
-        path = save_judge(judge, judge_path(dataset, checksum, cache_dir))
-        log(f"[judge] saved {path}")
-    return judge
-
-
-def _fit(net: JudgeNet, images: Tensor, labels: Tensor, *, epochs: int, batch_size: int, max_lr: float,
-         flip: bool, seed: int, device: torch.device, log: Log) -> JudgeNet:
-    net = net.to(device).train()
-    steps_per_epoch = images.shape[0] // batch_size
-    optimizer = torch.optim.Adam(net.parameters(), lr=max_lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        order = torch.randperm(images.shape[0], generator=generator)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size:(step + 1) * batch_size]
-            x = images[index].float().div_(255.0)
-            if flip:
-                mirrored = torch.rand(x.shape[0], generator=generator) < 0.5
-                x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
-            loss = F.cross_entropy(net(x.to(device)), labels[index].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach())
-        log(f"[judge] epoch {epoch + 1}/{epochs}: train cross-entropy {total / max(steps_per_epoch, 1):.4f} nats")
-    return net.eval()
 
 
 # -------------------------------------------------------------------------------------- sample quality

@@ -22,64 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab.config import OptimConfig, RunConfig
+from genlab.config import RunConfig
 from genlab.data.datasets import DataBundle
 from genlab.errors import CheckpointError, TrainingError, TrainingInterrupted
 from genlab.models.base import SINGLE_OPTIMIZER, GenerativeModel
 from genlab.training.distributed import DistInfo, all_ranks_agree, any_rank, gather_to_rank_zero
+from genlab.training.optim import build_optimizers, load_schedule_state, make_scheduler
 from genlab.training.rollback import Rollback
-
-
-def build_optimizers(model: GenerativeModel, cfg: OptimConfig) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per name the model declares (:meth:`GenerativeModel.optimizer_param_groups`), all with the
-    run's optim settings."""
-    return {name: make_optimizer(groups, cfg)
-            for name, groups in model.optimizer_param_groups(cfg.weight_decay).items()}
-
-
-def build_optimizer(model: GenerativeModel, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The one optimizer of a single-optimizer model, over its :meth:`GenerativeModel.param_groups`."""
-    return make_optimizer(model.param_groups(cfg.weight_decay), cfg)
-
-
-def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
-    if cfg.name == "sgd":
-        # Not fused: torch's fused SGD fails when some parameters have momentum buffers and others none yet (a
-        # DBN's later stages train layers that had no gradients before; test_dbn shows it).
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    # torch's fused kernel does Adam's whole update in one pass over each tensor instead of the default
-    # per-tensor loop (several times faster on a 2-core CPU in a one-off microbenchmark; no benchmark times it).
-    optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return optimizer_cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=_can_fuse(groups))
-
-
-def _can_fuse(groups: list[dict]) -> bool | None:
-    """True when every parameter is a floating-point CPU or CUDA tensor (where torch has fused optimizers);
-    None (torch's default) otherwise."""
-    parameters = [p for group in groups for p in group["params"]]
-    if parameters and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in parameters):
-        return True
-    return None
-
-
-def lr_factor(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base learning rate after ``step`` optimizer steps."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-    floor = cfg.min_lr_ratio
-    if cfg.schedule == "linear":
-        return floor + (1.0 - floor) * (1.0 - progress)
-    if cfg.schedule == "cosine":
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if cfg.schedule == "exponential":
-        return max(floor, cfg.decay_rate ** (step / max(1, steps_per_epoch)))
-    if cfg.schedule == "step":  # multi-step decay, as JEM (Grathwohl et al. 2019) trains its energy model
-        epoch = step // max(1, steps_per_epoch)
-        return max(floor, cfg.decay_rate ** sum(epoch >= milestone for milestone in cfg.milestones))
-    return 1.0
 
 
 def rng_state() -> dict[str, Any]:
@@ -149,10 +98,8 @@ class Trainer:
         self.total_steps = config.train.epochs * self.steps_per_epoch
         # The schedule's horizon is the configured epochs, never max_steps, so stopping early and resuming
         # later follows the same learning-rate curve as one uninterrupted run.
-        self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: lr_factor(step, config.optim, self.total_steps, self.steps_per_epoch))
-            for name, optimizer in self.optimizers.items()}
+        self.schedulers = {name: make_scheduler(optimizer, config.optim, self.total_steps, self.steps_per_epoch)
+                           for name, optimizer in self.optimizers.items()}
         self.scheduler = next(iter(self.schedulers.values()))
         self.step = 0
         self.epoch = 0
@@ -212,24 +159,10 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        factor = lr_factor(self.step, self.config.optim, self.total_steps, self.steps_per_epoch)
         for name, (optimizer_state, scheduler_state) in self._saved_optimizer_states(state).items():
-            optimizer, scheduler = self.optimizers[name], self.schedulers[name]
-            try:
-                optimizer.load_state_dict(optimizer_state)
-            except ValueError as exc:  # e.g. other parameter groups: written by another genlab version or model
-                raise CheckpointError(
-                    f"the checkpoint's optimizer state does not fit this run's optimizer ({exc}); it was written "
-                    "by another version of genlab or another model config. Start a new run, or initialise from "
-                    "its weights where the model allows") from None
-            configured_lrs = list(scheduler.base_lrs)  # this run's optim.lr (per group), before the checkpoint's
-            scheduler.load_state_dict(scheduler_state)
-            # The checkpoint carries the lr and schedule of the run that wrote it; from the next step on, this
-            # run's config rules (the same, unless optim.lr or the schedule was changed for the rest of the run).
-            scheduler.base_lrs = configured_lrs
-            for group, base_lr in zip(optimizer.param_groups, configured_lrs):
-                group["initial_lr"] = base_lr
-                group["lr"] = base_lr * factor
+            load_schedule_state(self.optimizers[name], self.schedulers[name], optimizer_state, scheduler_state,
+                                self.config.optim, step=self.step, total_steps=self.total_steps,
+                                steps_per_epoch=self.steps_per_epoch)
         own = self._own_rank_state(state)
         self.model.load_extra_state(own.get("model_extra", {}))
         if self.rollback is not None:
