@@ -80,7 +80,7 @@ def test_bad_split_and_wrong_kind(tmp_path):
         load_images("mnist", "validation")
     with pytest.raises(DataError, match="text dataset"):
         load_images("tinyshakespeare", "train", download=False)
-    with pytest.raises(DataError, match="unknown dataset 'cifar10'"):
+    with pytest.raises(DataError, match="unknown image dataset 'cifar10'"):
         load_images("cifar10", "train")
     with pytest.raises(DataError, match="not found"):
         load_images(str(tmp_path / "x.npy"), "train")

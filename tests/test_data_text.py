@@ -58,7 +58,7 @@ def test_rejected_contents(tmp_path, data, fragment):
 def test_missing_and_unknown(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_corpus(tmp_path / "nope.txt")
-    with pytest.raises(DataError, match="unknown corpus 'warandpeace'"):
+    with pytest.raises(DataError, match="unknown text dataset 'warandpeace'"):
         load_corpus("warandpeace")
     with pytest.raises(DataError, match="image dataset"):
         load_corpus("mnist", download=False)

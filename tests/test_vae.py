@@ -337,7 +337,7 @@ def test_the_iwae_benchmark_trains_all_three_objectives_for_the_epochs_the_k50_m
 
     calls = []
 
-    def fake_train_and_evaluate(preset, *, budget_s, overrides=(), max_epochs=0, **_):
+    def fake_train_and_evaluate(preset, *, budget_s, overrides=(), max_epochs=None, **_):
         calls.append((preset, tuple(overrides), max_epochs))
         k50 = "model.k=50" in overrides
         epochs = 7.0 if k50 else float(max_epochs)
@@ -351,7 +351,7 @@ def test_the_iwae_benchmark_trains_all_three_objectives_for_the_epochs_the_k50_m
     ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path, train_budget_s=120.0)
     records = vae_bench.bench_iwae_nll(ctx)
     # The k=50 model sets the epochs; the others train exactly as many.
-    assert calls == [("vae-iwae-mnist", ("model.k=50",), 0), ("vae-iwae-mnist", ("model.k=5",), 7),
+    assert calls == [("vae-iwae-mnist", ("model.k=50",), None), ("vae-iwae-mnist", ("model.k=5",), 7),
                      ("vae-mlp-mnist", (), 7)]
     nll = {r["model"]: r["value"] for r in records if r["metric"] == "test_nll_iwae_k5000_full"}
     assert nll == {"vae (IWAE k=50)": 95.0, "vae (IWAE k=5)": 96.0, "vae (ELBO)": 97.5}

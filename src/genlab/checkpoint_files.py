@@ -75,18 +75,33 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and the run-config dict of a ``model.safetensors``; CheckpointError if unreadable."""
-    path = Path(path)
+def _readable(path: Path, read):
+    """``read()``, with a safetensors or file error turned into one CheckpointError naming ``path``."""
+    try:
+        return read()
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+
+
+def _verified_metadata(path: Path) -> dict[str, str]:
+    """The metadata of the ``model.safetensors`` at ``path`` once the file matches its manifest (metadata edited
+    after saving is refused like edited weights); CheckpointError if missing, tampered with or unreadable."""
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     verify_against_manifest(path)
-    try:
+
+    def metadata() -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+            return handle.metadata() or {}
+
+    return _readable(path, metadata)
+
+
+def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and the run-config dict of a ``model.safetensors``; CheckpointError if unreadable."""
+    path = Path(path)
+    metadata = _verified_metadata(path)
+    tensors = _readable(path, lambda: load_file(str(path)))
     if metadata.get("format") != FORMAT or "run_config" not in metadata:
         raise CheckpointError(f"{path} is not a genlab checkpoint (no genlab config in its metadata)")
     try:
@@ -102,14 +117,7 @@ def read_data_info(path: Path) -> DataInfo | None:
     path = Path(path)
     if path.is_dir():
         path = latest_checkpoint(path) / MODEL_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found")
-    verify_against_manifest(path)  # metadata edited after saving is refused like edited weights
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            stored = (handle.metadata() or {}).get(DATA_INFO_KEY)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    stored = _verified_metadata(path).get(DATA_INFO_KEY)
     if stored is None:
         return None
     try:

@@ -279,8 +279,7 @@ def _interpolate(model, config, args) -> int:
     import torch
     from PIL import Image
 
-    from genlab.image_files import save_gif
-    from genlab.image_files import make_grid, save_grid
+    from genlab.image_files import make_grid, save_gif, save_grid
 
     if not hasattr(model, "interpolate"):
         raise ConfigError(f"--interpolate applies to GANs; {config.model_name} has no latent path to draw")

@@ -196,8 +196,7 @@ def draw_samples(model, n: int, *, steps: int, batch_size: int = 250, seed: int 
 def save_chain_pictures(model, out_dir: Path, *, steps: int, chains: int = 8, frames: int = 50,
                         seed: int = 0) -> list[Path]:
     """A strip (one chain per row) and a GIF of ``chains`` Langevin chains from noise, ``frames`` frames each."""
-    from genlab.image_files import save_gif
-    from genlab.image_files import make_grid, save_grid
+    from genlab.image_files import make_grid, save_gif, save_grid
 
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

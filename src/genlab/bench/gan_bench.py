@@ -329,16 +329,17 @@ def newest_run(work_dir: Path) -> Path | None:
 
 @torch.no_grad()
 def draw_from_run(run_dir: Path, n: int, *, device: str = "cpu", seed: int = 0, batch_size: int = 500):
-    """n samples of any image model's newest checkpoint (its own sampler and default steps), on the CPU, with
-    the run's value range and its training minutes."""
+    """n samples (n, C, H, W) of any image model's newest checkpoint (its own sampler and default steps), on the
+    CPU, with the run's value range and its training minutes."""
     from genlab.training import checkpoint as ckpt
 
     model, config = ckpt.load_model(run_dir, device)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     pieces = [model.sample(min(batch_size, n - start), generator=generator).float().cpu()
               for start in range(0, n, batch_size)]
+    images = torch.cat(pieces)  # the model contract: image models sample (n, C, H, W)
     state = ckpt.load_train_state(ckpt.latest_checkpoint(run_dir) / ckpt.STATE_FILE)
-    return torch.cat(pieces), config, ckpt.samples_value_range(run_dir, config), float(state.get("elapsed", 0.0)) / 60.0
+    return images, config, ckpt.samples_value_range(run_dir, config), float(state.get("elapsed", 0.0)) / 60.0
 
 
 @benchmark("leaderboard-families", suites=("full",),
@@ -362,9 +363,6 @@ def bench_families(ctx: BenchContext) -> list[dict]:
             continue
         started = time.perf_counter()
         images, config, value_range, minutes = draw_from_run(run_dir, N_SAMPLES, device=ctx.device)
-        if images.ndim == 2:  # flat visible units (RBM, DBN)
-            side = int(round(images.shape[1] ** 0.5))
-            images = images.reshape(-1, 1, side, side)
         if images.shape[-1] != 28:  # e.g. the EBM's 32x32 padding: score the 28x28 centre
             margin = (images.shape[-1] - 28) // 2
             images = images[..., margin:margin + 28, margin:margin + 28]

@@ -223,11 +223,11 @@ def _seconds_per_step(model, config: RunConfig, data: DataBundle, steps: int) ->
 def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_samples: int, work_dir: Path,
                        data_dir: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                        calibration_steps: int = 30, epoch_overhead_s: float = 2.0,
-                       max_epochs: int = 0) -> dict[str, Any]:
+                       max_epochs: int | None = None) -> dict[str, Any]:
     """Train ``preset`` within ``budget_s`` seconds of wall-clock time (CPU), then evaluate on the test set.
 
     The epoch count is planned as ``budget / (steps_per_epoch · measured seconds per step + epoch_overhead_s)``
-    (at most ``max_epochs`` if > 0) so the learning-rate schedule runs its full course; a guard stops training
+    (at most ``max_epochs`` if given) so the learning-rate schedule runs its full course; a guard stops training
     at the budget if the plan was optimistic. Returns the evaluation metrics of the first ``test_images`` test
     images plus ``full_test_neg_elbo_nats`` (all test images, 10 samples each), ``epochs_planned``,
     ``epochs_trained``, ``train_s``, ``eval_s``, ``stopped_early`` and ``run_dir``.
@@ -245,7 +245,7 @@ def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_sam
     per_step = _seconds_per_step(model, config, data, calibration_steps)
     remaining = budget_s - (time.perf_counter() - started)
     epochs = max(1, int(remaining / (len(data.train) * per_step + epoch_overhead_s)))
-    if max_epochs:
+    if max_epochs is not None:
         epochs = min(epochs, max_epochs)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
@@ -336,19 +336,16 @@ def bench_iwae_nll(ctx: BenchContext) -> list[dict]:
     it), then the IWAE k=5 and the plain VAE train exactly as many epochs with the same architecture, optimizer
     and cosine schedule; all three are scored on all 10,000 test images with k=5000."""
     records: list[dict] = []
-    epochs = 0
+    epochs: int | None = None  # set by the first (k=50) model, which trains for the budget
     nll: dict[str, float] = {}
     for model_name, preset, overrides in IWAE_VARIANTS:
-        if not epochs:  # the k=50 model: epochs planned from the budget
-            result = train_and_evaluate(preset, budget_s=ctx.budget(IWAE_BUDGET_S), test_images=EVAL_TEST_IMAGES,
-                                        iw_samples=EVAL_IW_SAMPLES, work_dir=ctx.work_dir, data_dir=ctx.data_dir,
-                                        overrides=overrides)
+        # The cheaper ones train the same epochs, with room to spare so no budget cuts them short.
+        budget_s = ctx.budget(IWAE_BUDGET_S) * (1 if epochs is None else 4)
+        result = train_and_evaluate(preset, budget_s=budget_s, test_images=EVAL_TEST_IMAGES,
+                                    iw_samples=EVAL_IW_SAMPLES, work_dir=ctx.work_dir, data_dir=ctx.data_dir,
+                                    overrides=overrides, max_epochs=epochs)
+        if epochs is None:
             epochs = max(1, int(round(result["epochs_trained"])))
-        else:  # the cheaper ones: the same epochs, with room to spare so no budget cuts them short
-            result = train_and_evaluate(preset, budget_s=4 * ctx.budget(IWAE_BUDGET_S),
-                                        test_images=EVAL_TEST_IMAGES, iw_samples=EVAL_IW_SAMPLES,
-                                        work_dir=ctx.work_dir, data_dir=ctx.data_dir, overrides=overrides,
-                                        max_epochs=epochs)
         nll[model_name] = result["test_nll_nats"]
         objective = "iwae" if "IWAE" in model_name else "elbo"
         common = {"model": model_name, "dataset": "mnist", "device": "cpu", "preset": preset, "objective": objective,

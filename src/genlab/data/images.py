@@ -54,13 +54,7 @@ def load_images(name_or_path: str | os.PathLike, split: str, data_dir: str | os.
             raise DataError(f"{name} is a {sources.get_spec(name).kind} dataset, not an image dataset; "
                             f"image datasets: {', '.join(IMAGE_DATASETS)}")
         return _load_idx_dataset(name, split, data_dir, download)
-    path = Path(name_or_path).expanduser()
-    if not path.exists():
-        text = str(name_or_path)
-        if os.sep not in text and "." not in text:
-            raise DataError(f"unknown dataset {text!r}: known image datasets are {', '.join(IMAGE_DATASETS)}; "
-                            f"or give the path of a .npy/.npz file")
-        raise DataError(f"{path}: file not found")
+    path = sources.existing_user_file(name_or_path, "image", "the path of a .npy/.npz file")
     if path.suffix.lower() not in (".npy", ".npz"):
         raise DataError(f"{path}: unsupported image file; give a .npy or .npz file (or one of "
                         f"{', '.join(IMAGE_DATASETS)})")

@@ -113,6 +113,20 @@ def names_of_kind(kind: str) -> tuple[str, ...]:
     return tuple(name for name, spec in DATASETS.items() if spec.kind == kind)
 
 
+def existing_user_file(name_or_path: str | os.PathLike, kind: str, file_hint: str) -> Path:
+    """The path of a user's own data file that names no dataset of the table. A missing file is a DataError;
+    a bare word (no separator, no dot) is taken for a misspelt dataset name and answered with the ``kind``
+    datasets and ``file_hint`` (what file to give instead)."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        text = str(name_or_path)
+        if os.sep not in text and "." not in text:
+            raise DataError(f"unknown {kind} dataset {text!r}: known {kind} datasets are "
+                            f"{', '.join(names_of_kind(kind))}; or give {file_hint}")
+        raise DataError(f"{path}: file not found")
+    return path
+
+
 def get_spec(name: str) -> DatasetSpec:
     """The table entry for dataset ``name``; DataError listing the known names otherwise."""
     spec = DATASETS.get(dataset_name(name) or name)

@@ -34,13 +34,7 @@ def load_corpus(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | N
             raise DataError(f"{directory}: {spec.files[0].name} disappeared")
         path = found
     else:
-        path = Path(name_or_path).expanduser()
-        if not path.exists():
-            text = str(name_or_path)
-            if os.sep not in text and "." not in text:
-                raise DataError(f"unknown corpus {text!r}: known corpora are {', '.join(TEXT_DATASETS)}; or give "
-                                f"the path of a UTF-8 text file")
-            raise DataError(f"{path}: file not found")
+        path = sources.existing_user_file(name_or_path, "text", "the path of a UTF-8 text file")
     return decode_text(sources.read_uncompressed(path), str(path))
 
 

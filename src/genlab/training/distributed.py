@@ -9,6 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from genlab.training.tensor_tree import map_tensors
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -69,13 +71,7 @@ def gather_to_rank_zero(value: Any) -> list[Any] | None:
 
 
 def _on_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {key: _on_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_on_cpu(item) for item in value)
-    return value
+    return map_tensors(lambda tensor: tensor.detach().cpu(), value)
 
 
 def all_ranks_agree(flag: bool, device: torch.device) -> bool:

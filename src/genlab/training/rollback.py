@@ -29,6 +29,7 @@ from torch import Tensor
 
 from genlab.errors import CheckpointError
 from genlab.models.base import GenerativeModel, RollbackPolicy
+from genlab.training.tensor_tree import map_tensors
 
 
 @dataclass
@@ -48,13 +49,7 @@ class Snapshot:
 
 def _cloned(value: Any) -> Any:
     """A copy of ``value`` whose tensors share no memory with it (dicts, lists and tuples copied through)."""
-    if isinstance(value, Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {key: _cloned(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cloned(item) for item in value)
-    return value
+    return map_tensors(lambda tensor: tensor.detach().clone(), value)
 
 
 class Rollback:
