@@ -20,6 +20,7 @@ from genlab.models.base import DataInfo
 from genlab.models.char_rnn import CharLSTM, CharLSTMConfig, pick_next
 from genlab.training import checkpoint as ckpt
 from genlab.training.run import train
+from genlab.training.trainer import cpu_has_native_bf16
 
 VOCAB = "\n !',.:;?abcdefghijklmnopqrstuvwxyzRJ"
 LINES = ("romeo: but soft, what light through yonder window breaks?\n"
@@ -379,6 +380,36 @@ def test_carried_state_resume_is_exact(tmp_path):
     assert expected.keys() == got.keys() and "extra.carried_c1" in got
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="oneDNN's bf16 LSTM needs a CPU with native bf16 "
+                                                    "(AVX512-BF16 or AMX); elsewhere the run stays in float32")
+def test_bf16_autocast_on_the_cpu_trains_in_bf16_carries_float32_and_resumes_exactly(tmp_path, monkeypatch):
+    path = corpus(tmp_path, repeats=6)
+    amp = ("data.text_order=streams", "model.carry_state=true", "train.epochs=2", "train.validate=false",
+           "train.amp=true")
+    dtypes = []
+    network_forward = CharLSTM.loss
+
+    def recording_loss(self, batch):
+        dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return network_forward(self, batch)
+
+    monkeypatch.setattr(CharLSTM, "loss", recording_loss)
+    straight = train(run_config(path, tmp_path / "a", *amp))
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    state = final_state(straight)
+    assert state["extra.carried_h0"].dtype == torch.float32 and state["extra.carried_c1"].dtype == torch.float32
+    plain = final_state(train(run_config(path, tmp_path / "fp32", *amp[:-1])))
+    weights = [key for key in state if key.endswith("head.weight")]
+    assert weights and not torch.equal(plain[weights[0]], state[weights[0]])  # autocast did change the math
+    steps_per_epoch = int(ckpt.latest_checkpoint(straight).name.split("-")[1]) // 2
+    partial = train(run_config(path, tmp_path / "b", *amp, f"train.max_steps={steps_per_epoch + 2}"))
+    train(run_config(path, tmp_path / "b", *amp), resume_dir=partial)
+    got = final_state(partial)
+    assert state.keys() == got.keys()
+    for key in state:
+        assert torch.equal(state[key], got[key]), key
 
 
 def test_carry_state_needs_the_stream_layout(tmp_path):

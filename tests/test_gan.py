@@ -387,9 +387,52 @@ def test_the_averaged_generator_follows_the_trained_one_and_draws_the_samples():
         assert torch.allclose(average, before + 0.9 * (current - before), atol=1e-6)
     model.eval()
     z = model.sample_z(3, torch.Generator().manual_seed(0))
+    drawn = model.generate(z)
     with torch.no_grad():
         expected = model.generator_ema(z)
-    assert torch.allclose(model.generate(z), expected)
+    assert torch.allclose(drawn, expected)
+
+
+def test_the_averaged_generator_normalises_with_statistics_of_its_own_activations():
+    model = build("dcgan", g_ema=0.9).eval()
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.mul_(1.5)
+    model.after_phase_step("generator")
+    for _ in range(3):  # train-mode forward passes move the trained generator's statistics, not the average's
+        model.generator.train()(model.sample_z(64))
+    rng_before = torch.get_rng_state()
+    first = model.sample(4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.get_rng_state(), rng_before), "standing statistics draw from the run's stream"
+    norm = model.generator_ema.project[1]
+    seeded = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        pre = torch.cat([model.generator_ema.project[0](model.sample_z(256, seeded)) for _ in range(8)])
+    assert torch.allclose(norm.running_mean, pre.mean(0), atol=1e-5)
+    batch_variances = pre.view(8, 256, -1).var(1)  # each batch's unbiased variance, averaged over the batches
+    assert torch.allclose(norm.running_var, batch_variances.mean(0), rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(norm.running_mean, model.generator.project[1].running_mean)
+    assert norm.momentum == model.generator.project[1].momentum and not norm.training
+    norm.running_mean.add_(1.0)  # unchanged weights: no recomputation, the stored statistics are used
+    assert not torch.equal(model.sample(4, generator=torch.Generator().manual_seed(1)), first)
+    model.load_state_dict(model.state_dict())  # a loaded state is recomputed before it samples
+    assert torch.equal(model.sample(4, generator=torch.Generator().manual_seed(1)), first)
+
+
+def test_bf16_autocast_on_the_cpu_trains_both_players_and_resumes_exactly(tiny_images, tmp_path, monkeypatch):
+    monkeypatch.setattr("genlab.training.trainer.cpu_has_native_bf16", lambda: True)  # emulated here if need be
+    amp = ("model.g_ema=0.99", "train.amp=true")
+    straight = train(tiny_config(tiny_images, tmp_path / "a", "dcgan", "train.max_steps=8", *amp))
+    rows = [row for row in metric_rows(straight) if row.get("split") == "train"]
+    assert rows and all(math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"]) for row in rows)
+    plain = final_state(train(tiny_config(tiny_images, tmp_path / "fp32", "dcgan", "train.max_steps=8", amp[0])))
+    a = final_state(straight)
+    assert not torch.equal(a["generator.body.0.weight"], plain["generator.body.0.weight"])  # autocast was on
+    partial = train(tiny_config(tiny_images, tmp_path / "b", "dcgan", "train.max_steps=3", *amp))
+    train(tiny_config(tiny_images, tmp_path / "b", "dcgan", "train.max_steps=8", *amp), resume_dir=partial)
+    b = final_state(partial)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_a_run_with_the_averaged_generator_resumes_exactly(tiny_images, tmp_path):
@@ -422,6 +465,18 @@ def test_the_families_leaderboard_draws_from_each_benchmarks_newest_run(tiny_ima
     model, _ = ckpt.load_model(run)
     drawn, labels = draw(model, 40, batch_size=7)  # batches that split the label blocks
     assert labels.tolist() == sum(([k] * 10 for k in range(4)), []) and drawn.shape == (40, 1, 8, 8)
+
+
+def test_the_families_leaderboard_draws_rbm_samples_as_images(tiny_images, tmp_path):
+    from genlab.bench.gan_bench import draw_from_run
+    from genlab.config import compose_run_config
+
+    run = train(compose_run_config("rbm", preset="rbm-quick", overrides={
+        "data.dataset": str(tiny_images), "data.val_size": 64, "data.batch_size": 16, "model.n_hidden": 12,
+        "model.sample_steps": 2, "train.max_steps": 3, "train.num_samples": 4, "train.progress": False,
+        "train.device": "cpu", "train.out_dir": str(tmp_path)}))
+    images, _, value_range, _ = draw_from_run(run, 5)
+    assert images.shape == (5, 1, 8, 8) and value_range == (0.0, 1.0)  # no side length guessed from n_visible
 
 
 def test_the_families_leaderboard_trains_a_fallback_preset_where_a_benchmark_has_not_run(tiny_images, tmp_path,

@@ -562,3 +562,23 @@ def test_a_roll_back_policy_refuses_impossible_settings():
         RollbackPolicy(snapshot_every=0)
     with pytest.raises(ConfigError, match="max_recoveries must be >= 0"):
         RollbackPolicy(max_recoveries=-1)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_autocast_only_where_the_cpu_computes_bf16_natively(monkeypatch, native):
+    from genlab.training import trainer
+
+    class AmpModel:
+        supports_amp = True
+
+    class PlainModel:
+        supports_amp = False
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    with trainer.training_autocast(True, cpu, AmpModel()):
+        assert torch.is_autocast_enabled("cpu") == native  # emulated bf16 would be ~20x slower: float32 instead
+    with trainer.training_autocast(True, cpu, PlainModel()):
+        assert not torch.is_autocast_enabled("cpu")
+    with trainer.training_autocast(False, cpu, AmpModel()):
+        assert not torch.is_autocast_enabled("cpu")

@@ -345,7 +345,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps; 0: run all epochs
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = False  # bfloat16 autocast on CUDA for models that allow it
+    amp: bool = False  # bfloat16 autocast (CUDA, or a CPU with native bf16) for models that allow it
     log_every: int = 50
     sample_every: int = 0  # steps between sample grids; 0: once per epoch
     num_samples: int = 64

@@ -69,7 +69,7 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     registry_name: ClassVar[str] = ""
     kind: ClassVar[str] = "image"  # "image": sample() returns (n, C, H, W) in data range; "text": token ids
-    # Whether bf16 autocast on CUDA is safe for this model (CD statistics and AIS want full precision).
+    # Whether bf16 autocast of training is safe for this model (CD statistics and AIS want full precision).
     supports_amp: ClassVar[bool] = False
     # Models that train only some parameters at a time (a DBN's current layer) tell DDP to expect unused ones.
     ddp_find_unused_parameters: ClassVar[bool] = False

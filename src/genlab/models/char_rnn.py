@@ -127,7 +127,9 @@ class CharLSTM(GenerativeModel):
     """
 
     kind = "text"
-    supports_amp = False  # bf16 autocast with a carried LSTM state is not verified
+    # bf16 autocast: the loss is taken on float32 logits and the carried state is kept in float32, so a batch
+    # starts from the same state under autocast or not and evaluation (never autocast) is full precision.
+    supports_amp = True
 
     @property
     def vocab_size(self) -> int:
@@ -222,7 +224,7 @@ class CharLSTM(GenerativeModel):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
                                ignore_index=IGNORE_INDEX)
         if carrying:
-            self._carried = [(h.detach(), c.detach()) for h, c in final]
+            self._carried = [(h.detach().float(), c.detach().float()) for h, c in final]
             self._carried_targets = y[:, -1].detach().clone()
         nats = float(loss.detach())
         return loss, {"nats_per_char": nats, "bits_per_char": nats / LN2}

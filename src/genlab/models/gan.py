@@ -27,11 +27,12 @@ Training: the model declares two optimizers, ``discriminator`` and ``generator``
 (:meth:`GAN.optimizer_param_groups`), and :meth:`GAN.training_phases` says which the Trainer steps: every batch a
 discriminator step, every ``critic_steps``-th batch a generator step after it. The fakes of a step's
 discriminator phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward
-once. With ``g_ema`` > 0, samples come from a moving average of the generator's weights. Architectures
-(``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2 transposed convolutions;
-D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights) and ``seed`` (the tfjs-examples ACGAN:
-dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) → ConvT C (k5, s2, tanh), BatchNorm after the ReLUs;
-D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3, no BatchNorm).
+once. With ``g_ema`` > 0, samples come from a moving average of the generator's weights (BatchNorm statistics
+recomputed for it). Architectures (``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2
+transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights) and ``seed`` (the
+tfjs-examples ACGAN: dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) → ConvT C (k5, s2, tanh),
+BatchNorm after the ReLUs; D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3,
+no BatchNorm).
 
 The networks, losses, penalty and slerp live in :mod:`genlab.models.gan_networks`; this module holds the configs
 and the models, and re-exports those names.
@@ -109,14 +110,13 @@ class GANConfig:
                f"model.d_norm must be batch, layer or none, got {self.d_norm!r}")
         check_config(0.0 <= self.d_dropout < 1.0, f"model.d_dropout must be in [0, 1), got {self.d_dropout}")
         check_config(self.loss in LOSSES, f"model.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        check_config(self.gp_weight >= 0.0, f"model.gp_weight (the gradient penalty's λ) must be >= 0, got "
-                                      f"{self.gp_weight}")
+        check_config(self.gp_weight >= 0.0, f"model.gp_weight (the penalty's λ) must be >= 0, got {self.gp_weight}")
         check_config(self.gp_epsilon > 0.0, f"model.gp_epsilon must be > 0, got {self.gp_epsilon}")
         check_config(not (self.gp_weight > 0 and self.d_norm == "batch" and self.architecture == "dcgan"),
                "a gradient penalty is per sample, and BatchNorm mixes the samples of a batch: set "
                "model.d_norm=layer or none with model.gp_weight > 0 (Gulrajani et al. 2017, §4)")
-        check_config(self.critic_steps >= 1, f"model.critic_steps must be >= 1 (discriminator steps per generator "
-                                       f"step), got {self.critic_steps}")
+        check_config(self.critic_steps >= 1, f"model.critic_steps must be >= 1 (D steps per G step), got "
+                                             f"{self.critic_steps}")
         check_config(0.5 < self.real_target <= 1.0, f"model.real_target must be in (0.5, 1], got {self.real_target}")
         check_config(self.label_input in ("concat", "multiply"),
                f"model.label_input must be concat or multiply, got {self.label_input!r}")
@@ -204,6 +204,8 @@ class GAN(GenerativeModel):
         if config.g_ema > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
             self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self._ema_statistics_at = -1  # the ema_updates count the averaged generator's BatchNorm statistics fit
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_ema_statistics_at", -1))
 
     @classmethod
     def adapt_config(cls, config: GANConfig, info: DataInfo) -> GANConfig:
@@ -275,7 +277,7 @@ class GAN(GenerativeModel):
             labels = torch.as_tensor(labels, dtype=torch.long, device=self._device())
             if labels.shape != (z.shape[0],) or int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes:
                 raise ConfigError(f"labels must be {z.shape[0]} integers in 0..{self.config.num_classes - 1}")
-        network = self.generator_ema if self.generator_ema is not None else self.generator
+        network = self._averaged_generator() if self.generator_ema is not None else self.generator
         unit = network(self._generator_input(z, labels))
         low, high = self.config.value_range
         return low + (high - low) * (unit + 1.0) / 2.0
@@ -349,9 +351,33 @@ class GAN(GenerativeModel):
         decay = min(self.config.g_ema, (1.0 + updates) / (10.0 + updates))
         for average, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
             average.lerp_(current, 1.0 - decay)
-        for average, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            average.copy_(current)  # BatchNorm statistics are copied, not averaged
         self.ema_updates += 1
+
+    def _averaged_generator(self) -> nn.Module:
+        """The averaged generator, its BatchNorm statistics first recomputed if its weights moved since."""
+        if self._ema_statistics_at != int(self.ema_updates):
+            self._standing_statistics()
+            self._ema_statistics_at = int(self.ema_updates)
+        return self.generator_ema
+
+    @torch.no_grad()
+    def _standing_statistics(self, batches: int = 8, batch_size: int = 256) -> None:
+        """The averaged generator's BatchNorm statistics from its own activations (Brock et al. 2019's standing
+        statistics; the trained generator's are those of other weights), on fixed-seed latents and balanced
+        labels: a function of the weights alone that draws nothing from the run's random streams."""
+        norms = [m for m in self.generator_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        seeded = torch.Generator(device=self._device()).manual_seed(0)
+        settings = [(m.training, m.momentum) for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.train()
+            m.momentum = None  # a cumulative average over the batches
+        for _ in range(batches):
+            z = self.sample_z(batch_size, seeded)
+            self.generator_ema(self._generator_input(z, self.labels_for(batch_size)))
+        for m, (training, momentum) in zip(norms, settings):
+            m.train(training)
+            m.momentum = momentum
 
     def generator_steps_at(self, step: int) -> bool:
         return (step + 1) % self.config.critic_steps == 0
