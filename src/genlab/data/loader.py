@@ -9,6 +9,7 @@ shard of the same permutation and all ranks get the same number of batches.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -17,24 +18,27 @@ from torch import Tensor
 BatchTransform = Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]]
 
 
+@dataclass(eq=False)  # loaders compare by identity, as before
 class BatchLoader:
-    def __init__(self, tensors: Sequence[Tensor], batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, transform: BatchTransform | None = None, rank: int = 0,
-                 world_size: int = 1):
-        if not tensors:
+    """Mini-batches of ``tensors`` (the same first dimension) in a seeded order, resumable at any batch."""
+
+    tensors: Sequence[Tensor] = field(repr=False)
+    batch_size: int
+    _: KW_ONLY
+    shuffle: bool = True
+    seed: int = 0
+    drop_last: bool = False
+    transform: BatchTransform | None = None
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.tensors:
             raise ValueError("BatchLoader needs at least one tensor")
-        count = len(tensors[0])
-        if any(len(t) != count for t in tensors):
+        self.tensors = tuple(self.tensors)
+        if any(len(t) != len(self.tensors[0]) for t in self.tensors):
             raise ValueError("all tensors must have the same first dimension")
-        self.tensors = tuple(tensors)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.transform = transform
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
 
     @property
     def num_examples(self) -> int:

@@ -68,25 +68,25 @@ class DatasetSpec:
 _MNIST_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
+
+def _idx_dataset(name: str, md5s: tuple[str, str, str, str], mirrors: tuple[str, ...],
+                 apt_package: str = "") -> DatasetSpec:
+    """An MNIST-format dataset: the four IDX files under their standard names, each with its md5."""
+    return DatasetSpec(name=name, files=tuple(DataFile(n, m) for n, m in zip(_MNIST_NAMES, md5s, strict=True)),
+                       mirrors=mirrors, apt_package=apt_package)
+
+
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        files=tuple(DataFile(n, m) for n, m in zip(_MNIST_NAMES, (
-            "6bbc9ace898e44ae57da46a324031adb",
-            "a25bea736e30d166cdddb491f175f624",
-            "2646ac647ad5339dbf082846283269ea",
-            "27ae3e4e09519cfbb04c329615203637",
-        ))),
+    "mnist": _idx_dataset(
+        "mnist",
+        ("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+         "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"),
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     ),
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
-        files=tuple(DataFile(n, m) for n, m in zip(_MNIST_NAMES, (
-            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-            "9018921c3c673c538a1fc5bad174d6f9",
-            "8181f5470baa50b63fa0f6fddb340f0a",
-            "15d484375f8d13e6eb1aabb0c3f46965",
-        ))),
+    "fashion-mnist": _idx_dataset(
+        "fashion-mnist",
+        ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+         "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         apt_package="dataset-fashion-mnist",
     ),
