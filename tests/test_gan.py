@@ -538,3 +538,32 @@ def test_a_checkpoint_carries_the_description_of_its_data(tiny_images, tmp_path)
                                                  "data_info": json.dumps({**info.__dict__, "value_range": [0, 9]})})
     with pytest.raises(CheckpointError):
         ckpt.read_data_info(run)
+
+
+def test_a_gan_benchmark_trains_keeps_samples_and_says_how_it_computed(tiny_images, tmp_path, monkeypatch):
+    from genlab.bench import BenchContext, gan_bench
+
+    def tiny_preset(preset, overrides):
+        assert preset == "gan-cgan-mnist"
+        flags = [o for o in overrides if not o.startswith(("train.device", "train.threads"))]
+        return tiny_config(tiny_images, tmp_path / "unused", "cgan", "train.max_steps=3", "train.amp=true", *flags)
+
+    scored = []
+
+    def fake_records(model_name, dataset, images, *, labels, **fields):
+        scored.append((model_name, dataset, tuple(images.shape), labels.bincount().tolist()))
+        return [{"metric": "judge_fd_10k", "value": 1.0}]
+
+    monkeypatch.setattr(gan_bench, "preset_config", tiny_preset)
+    monkeypatch.setattr(gan_bench, "leaderboard_records", fake_records)
+    monkeypatch.setattr(gan_bench, "N_SAMPLES", 40)
+    monkeypatch.setattr("genlab.training.trainer.cpu_has_native_bf16", lambda: False)
+    ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "work", train_budget_s=60.0,
+                       pictures_dir=tmp_path / "bench" / "pictures")
+    records = gan_bench.gan_benchmark(ctx, "gan-cgan-mnist", "mnist")
+    assert scored == [("cgan", "mnist", (40, 1, 8, 8), [10, 10, 10, 10])]
+    assert {r["metric"] for r in records} >= {"judge_fd_10k", "train_time", "epochs_trained", "sampling_s_10k"}
+    kept = np.load(tmp_path / "bench" / "samples" / "gan-cgan-mnist.npz")
+    assert kept["images"].dtype == np.uint8 and kept["labels"].tolist() == sum(([k] * 10 for k in range(4)), [])
+    # train.amp=true on a CPU without native bf16 trains in float32, and the note says so
+    assert any("3 steps" in note and "float32" in note for note in ctx.notes), ctx.notes

@@ -30,6 +30,7 @@ from genlab.config import compose_run_config
 from genlab.eval import judge as judge_lib
 from genlab.training.callbacks import WallClockBudget
 from genlab.training.run import fit
+from genlab.training.trainer import uses_bf16_autocast
 from genlab.viz.arrays import to_uint8
 
 TRAIN_BUDGET_S = 30 * 60.0
@@ -55,7 +56,8 @@ def train_preset_for_budget(preset: str, *, budget_s: float, work_dir: Path, dev
     facts = {"train_s": trainer.elapsed, "steps": float(trainer.step),
              "epochs": trainer.step / len(outcome.data.train),
              "session_train_s": trainer.elapsed - outcome.first_elapsed,
-             "resumed_from_step": float(outcome.first_step), "stopped_early": float(guard.stopped_early)}
+             "resumed_from_step": float(outcome.first_step), "stopped_early": float(guard.stopped_early),
+             "bf16": float(uses_bf16_autocast(config.train.amp, trainer.device, trainer.model))}
     return outcome, facts
 
 
@@ -170,8 +172,10 @@ def gan_benchmark(ctx: BenchContext, name: str, dataset: str) -> list[dict]:
         {"model": config.model_name, "dataset": dataset, **common, "metric": "sampling_s_10k",
          "value": sample_s, "unit": "s"}]
     resumed = f", continued from step {int(facts['resumed_from_step'])}" if facts["resumed_from_step"] else ""
+    arithmetic = "bf16 autocast" if facts["bf16"] else "float32"
     ctx.notes.append(f"{name}: {facts['epochs']:.2f} epochs ({int(facts['steps'])} steps) in "
-                     f"{facts['train_s'] / 60:.1f} min of training loop on {ctx.device}, 2 threads{resumed}"
+                     f"{facts['train_s'] / 60:.1f} min of training loop on {ctx.device}, 2 threads, "
+                     f"{arithmetic}{resumed}"
                      f"{' (stopped by the budget)' if facts['stopped_early'] else ''}; run {run_dir}. "
                      f"{N_SAMPLES} samples scored against 10,000 training images; the real_ rows are 10,000 test "
                      "images against the same reference (the floor). FD/KID use genlab's judge features, not "

@@ -59,13 +59,18 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def training_autocast(amp: bool, device: torch.device, model: GenerativeModel):
-    """The context of a training forward pass: bf16 autocast where the run asks for it (``train.amp``), the model
-    allows it and the device computes bf16 natively (CUDA; a CPU with AVX512-BF16 or AMX), else none. A CPU
-    without them emulates bf16: a DCGAN step on an AVX2 EPYC took 20x its float32 time, so there the run stays in
-    float32 (the preset's ``train.amp`` then changes nothing)."""
+def uses_bf16_autocast(amp: bool, device: torch.device, model: GenerativeModel) -> bool:
+    """Whether training runs under bf16 autocast: the run asks for it (``train.amp``), the model allows it and the
+    device computes bf16 natively (CUDA; a CPU with AVX512-BF16 or AMX). A CPU without them emulates bf16: a DCGAN
+    step on an AVX2 EPYC took 20x its float32 time, so there the run stays in float32 (``train.amp`` then changes
+    nothing)."""
     native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    if amp and native and model.supports_amp:
+    return amp and native and model.supports_amp
+
+
+def training_autocast(amp: bool, device: torch.device, model: GenerativeModel):
+    """The context of a training forward pass: bf16 autocast where :func:`uses_bf16_autocast`, else none."""
+    if uses_bf16_autocast(amp, device, model):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
