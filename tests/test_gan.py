@@ -176,6 +176,27 @@ def test_the_seed_acgan_has_the_seed_layers():
     assert model.config.real_target == 0.95
 
 
+@pytest.mark.parametrize("name", ["dcgan", "cgan", "wgan-gp"])
+def test_the_infogan_networks_have_their_fully_connected_layers_and_train_every_head(name):
+    model = build(name, shape=(1, 28, 28), architecture="infogan", g_width=8, d_width=8).train()
+    linear = [m.out_features for m in model.generator.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear == [1024, 2 * 8 * 7 * 7]  # z -> FC 1024 -> FC (2w, 7, 7)
+    assert [t.out_channels for t in model.generator.modules() if isinstance(t, torch.nn.ConvTranspose2d)] == [8, 1]
+    assert [m.out_features for m in model.discriminator.features.modules() if isinstance(m, torch.nn.Linear)] == [1024]
+    norms_1d = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms_1d) == (0 if name == "wgan-gp" else 1)  # the critic of a gradient penalty has none
+    images, labels = torch.rand(6, 1, 28, 28) * 2 - 1, torch.arange(6) % 4
+    for phase in ("discriminator", "generator"):
+        model.zero_grad(set_to_none=True)
+        loss, _ = model.phase_loss((images, labels), phase, model.config.critic_steps - 1)
+        loss.backward()
+        trained = model.discriminator if phase == "discriminator" else model.generator
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained.parameters()), phase
+    assert model.eval().sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 28, 28)
+    with pytest.raises(ConfigError, match="architecture=infogan needs image sides divisible by 4"):
+        build(name, shape=(1, 30, 30), architecture="infogan")
+
+
 def test_conditional_samples_come_one_row_per_class_and_follow_the_label():
     model = build("cgan").eval()
     assert model.labels_for(40).tolist() == sum(([k] * 10 for k in range(4)), [])
@@ -192,6 +213,8 @@ def test_conditional_samples_come_one_row_per_class_and_follow_the_label():
     ({"loss": "minimax"}, "model.loss must be one of"),
     ({"gp_weight": 10.0, "d_norm": "batch"}, "BatchNorm mixes the samples"),
     ({"prior": "cauchy"}, "prior must be normal or uniform"),
+    ({"architecture": "resnet"}, "architecture must be dcgan, infogan or seed"),
+    ({"architecture": "infogan", "gp_weight": 10.0}, "BatchNorm mixes the samples"),
 ])
 def test_bad_gan_configs_are_one_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -29,7 +29,8 @@ discriminator step, every ``critic_steps``-th batch a generator step after it. T
 discriminator phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward
 once. With ``g_ema`` > 0, samples come from a moving average of the generator's weights (BatchNorm statistics
 recomputed for it). Architectures (``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2
-transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights) and ``seed`` (the
+transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights), ``infogan`` (the
+same with fully connected 1024-unit layers after z and before D's score, Chen et al. 2016) and ``seed`` (the
 tfjs-examples ACGAN: dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) → ConvT C (k5, s2, tanh),
 BatchNorm after the ReLUs; D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3,
 no BatchNorm).
@@ -54,7 +55,9 @@ from genlab.models.base import DataInfo, GenerativeModel, decay_groups
 from genlab.models.gan_networks import (  # re-exported: gan.slerp, gan.gradient_penalty, ...
     _dcgan_init,
     _glorot_init,
+    build_generator,
     DCGANGenerator,
+    InfoGANGenerator,
     Discriminator,
     discriminator_adversarial_loss,
     generator_adversarial_loss,
@@ -77,7 +80,7 @@ class GANConfig:
     num_classes: int = 0  # conditional models: classes of the data's labels
     z_dim: int = 100
     prior: str = "normal"  # normal: N(0, I) | uniform: U(-1, 1) per dimension (the seed's)
-    architecture: str = "dcgan"  # dcgan | seed (the seed ACGAN's layers; 28x28 only)
+    architecture: str = "dcgan"  # dcgan | infogan (FC 1024 layers, Chen et al. 2016) | seed (the seed ACGAN's; 28x28)
     g_width: int = 64  # dcgan: generator channels at H/2 (twice that at H/4)
     d_width: int = 64  # dcgan: discriminator channels at H/2 (twice that at H/4)
     d_norm: str = "batch"  # dcgan discriminator's second layer: batch | layer | none
@@ -102,8 +105,8 @@ class GANConfig:
         check_config(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
         check_config(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
         check_config(self.prior in ("normal", "uniform"), f"model.prior must be normal or uniform, got {self.prior!r}")
-        check_config(self.architecture in ("dcgan", "seed"),
-               f"model.architecture must be dcgan or seed, got {self.architecture!r}")
+        check_config(self.architecture in ("dcgan", "infogan", "seed"),
+               f"model.architecture must be dcgan, infogan or seed, got {self.architecture!r}")
         check_config(self.g_width >= 1 and self.d_width >= 1,
                f"model.g_width and model.d_width must be >= 1, got {self.g_width} and {self.d_width}")
         check_config(self.d_norm in ("batch", "layer", "none"),
@@ -112,7 +115,7 @@ class GANConfig:
         check_config(self.loss in LOSSES, f"model.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check_config(self.gp_weight >= 0.0, f"model.gp_weight (the penalty's λ) must be >= 0, got {self.gp_weight}")
         check_config(self.gp_epsilon > 0.0, f"model.gp_epsilon must be > 0, got {self.gp_epsilon}")
-        check_config(not (self.gp_weight > 0 and self.d_norm == "batch" and self.architecture == "dcgan"),
+        check_config(not (self.gp_weight > 0 and self.d_norm == "batch" and self.architecture != "seed"),
                "a gradient penalty is per sample, and BatchNorm mixes the samples of a batch: set "
                "model.d_norm=layer or none with model.gp_weight > 0 (Gulrajani et al. 2017, §4)")
         check_config(self.critic_steps >= 1, f"model.critic_steps must be >= 1 (D steps per G step), got "
@@ -130,7 +133,8 @@ class GANConfig:
                                           f"{shape[1]}x{shape[2]} (use data.pad_to=0 or architecture=dcgan)")
         else:
             check_config(shape[1] % 4 == 0 and shape[2] % 4 == 0,
-                   f"model.architecture=dcgan needs image sides divisible by 4, got {shape[1]}x{shape[2]}")
+                   f"model.architecture={self.architecture} needs image sides divisible by 4, got "
+                   f"{shape[1]}x{shape[2]}")
 
 
 @dataclass
@@ -187,13 +191,10 @@ class GAN(GenerativeModel):
                 self.label_embedding = nn.Embedding(config.num_classes, config.label_dim)
                 z_in += config.label_dim
         shape = tuple(config.image_shape)
-        if config.architecture == "seed":
-            self.generator = SeedGenerator(z_in, shape[0])
-        else:
-            self.generator = DCGANGenerator(z_in, config.g_width, shape)
+        self.generator = build_generator(config.architecture, z_in, config.g_width, shape)
         self.discriminator = Discriminator(config, self.conditioning)
         self.apply(_glorot_init if config.architecture == "seed" else _dcgan_init)
-        if self.label_embedding is not None and config.architecture == "dcgan":
+        if self.label_embedding is not None and config.architecture != "seed":
             nn.init.normal_(self.label_embedding.weight)
         if self.conditioning == "projection":
             # Small, like the other weights: a unit-variance embedding over thousands of features would make the

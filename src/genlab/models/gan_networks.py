@@ -37,6 +37,36 @@ class DCGANGenerator(nn.Module):
         return self.body(self.project(z).view(-1, *self.start))
 
 
+class InfoGANGenerator(nn.Module):
+    """The InfoGAN MNIST generator (Chen et al. 2016, Table 1; the MNIST networks of Lucic et al. 2018):
+    z (n, z_in) -> FC 1024 -> FC (2w, H/4, W/4) -> ConvT w (4x4, s2) -> ConvT C (4x4, s2), tanh; BatchNorm and
+    ReLU after every layer but the last."""
+
+    def __init__(self, z_in: int, width: int, shape: tuple[int, int, int]):
+        super().__init__()
+        channels, height, width_px = shape
+        self.start = (2 * width, height // 4, width_px // 4)
+        self.project = nn.Sequential(
+            nn.Linear(z_in, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(inplace=True),
+            nn.Linear(1024, math.prod(self.start), bias=False), nn.BatchNorm1d(math.prod(self.start)),
+            nn.ReLU(inplace=True))
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.body(self.project(z).view(-1, *self.start))
+
+
+def build_generator(architecture: str, z_in: int, width: int, shape: tuple[int, int, int]) -> nn.Module:
+    """The generator of ``model.architecture``: dcgan, infogan or seed."""
+    if architecture == "seed":
+        return SeedGenerator(z_in, shape[0])
+    if architecture == "infogan":
+        return InfoGANGenerator(z_in, width, shape)
+    return DCGANGenerator(z_in, width, shape)
+
+
 class SeedGenerator(nn.Module):
     """The seed ACGAN's generator, 28x28: dense 3·3·384 -> ConvT 192 (k5, valid) -> ConvT 96 (k5, s2)
     -> ConvT C (k5, s2), with ReLU then BatchNorm after the first two (Keras order) and tanh at the end."""
@@ -72,6 +102,15 @@ def dcgan_features(config: GANConfig) -> tuple[nn.Module, int]:
     return body, 2 * w * (height // 4) * (width_px // 4)
 
 
+def infogan_features(config: GANConfig) -> tuple[nn.Module, int]:
+    """The InfoGAN MNIST discriminator body: the dcgan convolutions, then FC 1024 with the same norm and a
+    LeakyReLU 0.2: images (n, C, H, W) -> features (n, 1024)."""
+    convolutions, flat = dcgan_features(config)
+    norm = {"batch": nn.BatchNorm1d(1024), "layer": nn.LayerNorm(1024)}.get(config.d_norm, nn.Identity())
+    return nn.Sequential(convolutions, nn.Linear(flat, 1024, bias=config.d_norm == "none"), norm,
+                         nn.LeakyReLU(0.2, inplace=True), nn.Dropout(config.d_dropout)), 1024
+
+
 def seed_features(config: GANConfig) -> tuple[nn.Module, int]:
     """The seed ACGAN's discriminator body: 3x3 convolutions 32/64/128/256, strides 2/1/2/1."""
     layers: list[nn.Module] = []
@@ -91,7 +130,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: GANConfig, conditioning: str):
         super().__init__()
-        builder = seed_features if config.architecture == "seed" else dcgan_features
+        builder = {"seed": seed_features, "infogan": infogan_features}.get(config.architecture, dcgan_features)
         self.features, feature_dim = builder(config)
         self.score = nn.Linear(feature_dim, 1)
         self.conditioning = conditioning
