@@ -195,6 +195,9 @@ def test_the_infogan_networks_have_their_fully_connected_layers_and_train_every_
     assert model.eval().sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 28, 28)
     with pytest.raises(ConfigError, match="architecture=infogan needs image sides divisible by 4"):
         build(name, shape=(1, 30, 30), architecture="infogan")
+    layer_normed = build(name, shape=(1, 28, 28), architecture="infogan", g_width=8, d_width=8, d_norm="layer")
+    assert [m.normalized_shape for m in layer_normed.discriminator.modules()
+            if isinstance(m, torch.nn.LayerNorm)] == [(1024,)]
 
 
 def test_conditional_samples_come_one_row_per_class_and_follow_the_label():

@@ -106,7 +106,8 @@ def infogan_features(config: GANConfig) -> tuple[nn.Module, int]:
     """The InfoGAN MNIST discriminator body: the dcgan convolutions, then FC 1024 with the same norm and a
     LeakyReLU 0.2: images (n, C, H, W) -> features (n, 1024)."""
     convolutions, flat = dcgan_features(config)
-    norm = {"batch": nn.BatchNorm1d(1024), "layer": nn.LayerNorm(1024)}.get(config.d_norm, nn.Identity())
+    norm = nn.BatchNorm1d(1024) if config.d_norm == "batch" else (
+        nn.LayerNorm(1024) if config.d_norm == "layer" else nn.Identity())
     return nn.Sequential(convolutions, nn.Linear(flat, 1024, bias=config.d_norm == "none"), norm,
                          nn.LeakyReLU(0.2, inplace=True), nn.Dropout(config.d_dropout)), 1024
 
