@@ -582,3 +582,14 @@ def test_cpu_autocast_only_where_the_cpu_computes_bf16_natively(monkeypatch, nat
         assert not torch.is_autocast_enabled("cpu")
     with trainer.training_autocast(False, cpu, AmpModel()):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_torch_without_the_bf16_probe_counts_as_float32(monkeypatch):
+    from genlab.training import trainer
+
+    class NoProbe:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    monkeypatch.setattr(torch.ops, "mkldnn", NoProbe())
+    assert trainer.cpu_has_native_bf16() is False
