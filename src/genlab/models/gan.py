@@ -56,14 +56,8 @@ from genlab.models.gan_networks import (  # re-exported: gan.slerp, gan.gradient
     _dcgan_init,
     _glorot_init,
     build_generator,
-    DCGANGenerator,
-    InfoGANGenerator,
-    Discriminator,
-    discriminator_adversarial_loss,
-    generator_adversarial_loss,
-    gradient_penalty,
-    SeedGenerator,
-    slerp,
+    DCGANGenerator, InfoGANGenerator, Discriminator, discriminator_adversarial_loss, frozen,
+    generator_adversarial_loss, gradient_penalty, SeedGenerator, slerp,
 )
 from genlab.registry import register
 
@@ -445,7 +439,8 @@ class GAN(GenerativeModel):
             self._fakes = self._make_fakes(real.shape[0])
         fake, fake_labels = self._fakes
         self._fakes = None
-        score, classes = self.discriminator(fake, fake_labels)
+        with frozen(self.discriminator):  # D's weight gradients would go unused: not computed
+            score, classes = self.discriminator(fake, fake_labels)
         adversarial = generator_adversarial_loss(cfg.loss, score, cfg.real_target)
         loss = adversarial
         logs = {"g_loss": float(adversarial.detach())}
