@@ -1,6 +1,7 @@
 """GANs: losses and the gradient penalty against hand-computed values, the two-optimizer training phases through
 the one Trainer, exact resume (also under torchrun), sampling from the CLI, the judge monitor, bad input."""
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -153,6 +154,32 @@ def test_the_generator_phase_runs_on_the_discriminator_phases_fakes():
     model.generator.register_forward_hook(lambda *args: calls.append(1))
     model(batch, "generator", 0)
     assert not calls and model._fakes is None
+
+
+@pytest.mark.parametrize("name", ["dcgan", "acgan"])
+def test_the_generator_phase_leaves_the_discriminator_weights_without_gradients(name, monkeypatch):
+    # D is frozen while the generator's loss is built: backward reaches G through D's inputs only, gives G the
+    # same gradient as with D trainable, and D stays trainable afterwards.
+    batch = (torch.rand(8, 1, 8, 8) * 2 - 1, torch.randint(4, (8,)))
+
+    def generator_gradients(model):
+        loss, _ = model(batch, "generator", 0)
+        loss.backward()
+        return [p.grad.clone() for p in model.generator.parameters()]
+
+    torch.manual_seed(0)
+    model = build(name)
+    with_frozen = generator_gradients(model)
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+
+    monkeypatch.setattr(gan, "frozen", contextlib.nullcontext)
+    torch.manual_seed(0)
+    model = build(name)
+    with_trainable = generator_gradients(model)
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+    for frozen_grad, trainable_grad in zip(with_frozen, with_trainable):
+        torch.testing.assert_close(frozen_grad, trainable_grad)
 
 
 def test_wgan_gp_steps_the_generator_after_every_fifth_critic_step():

@@ -27,7 +27,7 @@ Training: the model declares two optimizers, ``discriminator`` and ``generator``
 (:meth:`GAN.optimizer_param_groups`), and :meth:`GAN.training_phases` says which the Trainer steps: every batch a
 discriminator step, every ``critic_steps``-th batch a generator step after it. The fakes of a step's
 discriminator phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward
-once. With ``g_ema`` > 0, samples come from a moving average of the generator's weights (BatchNorm statistics
+once; D is frozen in the generator phase (its weight gradients would go unused). With ``g_ema`` > 0, samples come from a moving average of the generator's weights (BatchNorm statistics
 recomputed for it). Architectures (``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2
 transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights), ``infogan`` (the
 same with fully connected 1024-unit layers after z and before D's score, Chen et al. 2016) and ``seed`` (the
