@@ -25,15 +25,15 @@ Conditioning on a class label y (``num_classes`` from the data):
 
 Training: the model declares two optimizers, ``discriminator`` and ``generator``
 (:meth:`GAN.optimizer_param_groups`), and :meth:`GAN.training_phases` says which the Trainer steps: every batch a
-discriminator step, every ``critic_steps``-th batch a generator step after it. The fakes of a step's
-discriminator phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward
-once; D is frozen in the generator phase (its weight gradients would go unused). With ``g_ema`` > 0, samples come from a moving average of the generator's weights (BatchNorm statistics
-recomputed for it). Architectures (``architecture``): ``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2
-transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights), ``infogan`` (the
-same with fully connected 1024-unit layers after z and before D's score, Chen et al. 2016) and ``seed`` (the
-tfjs-examples ACGAN: dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) → ConvT C (k5, s2, tanh),
-BatchNorm after the ReLUs; D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3,
-no BatchNorm).
+discriminator step, every ``critic_steps``-th batch a generator step after it. The fakes of a step's discriminator
+phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward once, and D is
+frozen in the generator phase (its weight gradients would go unused). With ``g_ema`` > 0, samples come from a moving
+average of the generator's weights (BatchNorm statistics recomputed for it). Architectures (``architecture``):
+``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2 transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU
+0.2; N(0, 0.02) weights), ``infogan`` (the same with fully connected 1024-unit layers after z and before D's score,
+Chen et al. 2016) and ``seed`` (the tfjs-examples ACGAN: dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) →
+ConvT C (k5, s2, tanh), BatchNorm after the ReLUs; D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU
+0.2, dropout 0.3, no BatchNorm).
 
 The networks, losses, penalty and slerp live in :mod:`genlab.models.gan_networks`; this module holds the configs
 and the models, and re-exports those names.
@@ -53,11 +53,8 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError, check_config
 from genlab.models.base import DataInfo, GenerativeModel, decay_groups
 from genlab.models.gan_networks import (  # re-exported: gan.slerp, gan.gradient_penalty, ...
-    _dcgan_init,
-    _glorot_init,
-    build_generator,
-    DCGANGenerator, InfoGANGenerator, Discriminator, discriminator_adversarial_loss, frozen,
-    generator_adversarial_loss, gradient_penalty, SeedGenerator, slerp,
+    _dcgan_init, _glorot_init, build_generator, DCGANGenerator, InfoGANGenerator, Discriminator, SeedGenerator,
+    discriminator_adversarial_loss, generator_adversarial_loss, gradient_penalty, frozen, slerp,
 )
 from genlab.registry import register
 

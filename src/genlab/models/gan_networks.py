@@ -26,8 +26,8 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
     """``module`` with ``requires_grad`` off for its trainable parameters inside the block (restored after).
 
     A generator step backpropagates through D to the generator only: the graph built inside the block has no
-    weight-gradient nodes for D, so backward skips D's weight gradients (about a third of D's backward cost),
-    which the generator's optimizer would never use."""
+    weight-gradient nodes for D, so backward skips D's weight gradients, which the generator's optimizer would
+    never use (one-off timing: an InfoGAN generator phase of 128 images took 10 % less)."""
     trainable = [p for p in module.parameters() if p.requires_grad]
     for parameter in trainable:
         parameter.requires_grad_(False)
