@@ -15,7 +15,7 @@ from torchrun_helpers import torchrun_two_processes
 
 from genlab import registry
 from genlab.cli import main
-from genlab.config import apply_overrides, build_run_config
+from genlab.config import apply_overrides, build_run_config, compose_run_config
 from genlab.errors import CheckpointError, ConfigError, TrainingError
 from genlab.models import gan
 from genlab.models.base import DataInfo
@@ -201,6 +201,31 @@ def test_the_seed_acgan_has_the_seed_layers():
     z = model.sample_z(1000, torch.Generator().manual_seed(0))
     assert z.min() >= -1 and z.max() <= 1 and z.min() < -0.99
     assert model.config.real_target == 0.95
+
+
+@pytest.mark.parametrize("on_fakes", [True, False])
+def test_acgan_class_head_learns_from_fakes_only_when_asked(on_fakes):
+    """D's class loss is CE(real) + CE(fakes) in the seed's recipe and CE(real) alone with aux_on_fakes=false."""
+    torch.manual_seed(0)
+    model = build("acgan", architecture="dcgan", g_width=4, d_width=4, prior="normal",
+                  label_input="concat", aux_on_fakes=on_fakes).eval()
+    real, labels = torch.rand(6, 1, 28, 28) * 2 - 1, torch.arange(6) % 4  # build() makes acgans 28x28
+    torch.manual_seed(1)
+    loss, logs = model.phase_loss((real, labels), gan.DISCRIMINATOR, step=0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fakes, fake_labels = model._make_fakes(6)
+        real_classes = model.discriminator(real, labels)[1]
+        fake_classes = model.discriminator(fakes, fake_labels)[1]
+    expected = F.cross_entropy(real_classes, labels) + (F.cross_entropy(fake_classes, fake_labels) if on_fakes else 0)
+    assert logs["d_aux_loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert gan.ACGANConfig().aux_on_fakes  # the seed's recipe is the default
+
+
+def test_the_acgan_mnist_preset_trains_its_class_head_on_real_images_only():
+    config = compose_run_config("acgan", preset="gan-acgan-mnist", overrides=[])
+    assert config.model.aux_on_fakes is False and config.model.architecture == "infogan"
+    assert config.model.prior == "normal" and config.model.g_ema > 0
 
 
 @pytest.mark.parametrize("name", ["dcgan", "cgan", "wgan-gp"])

@@ -1,7 +1,7 @@
 """GAN benchmarks: each preset trained for a wall-clock budget, then 10,000 samples judged.
 
-* ``gan-dcgan-mnist``, ``gan-wgan-gp-mnist``, ``gan-cgan-mnist``, ``gan-acgan-seed``, ``gan-dcgan-fashion``,
-  ``gan-cgan-fashion`` (full, resumable): train the preset of the same name for ``genlab bench --budget-minutes`` (default 30, never
+* ``gan-dcgan-mnist``, ``gan-wgan-gp-mnist``, ``gan-cgan-mnist``, ``gan-acgan-seed``, ``gan-acgan-mnist``,
+  ``gan-dcgan-fashion``, ``gan-cgan-fashion`` (full, resumable): train the preset of the same name for ``genlab bench --budget-minutes`` (default 30, never
   beyond the preset's epochs; ``--resume`` continues the newest matching run in ``benchmarks/work/<name>/``), draw
   10,000 samples (conditional models: 1,000 per class) and score them with :func:`leaderboard_records`: judge FD
   and KID against 10,000 training images, improved precision and recall (k = 3), density and coverage (k = 5),
@@ -219,6 +219,8 @@ _register("gan-dcgan-mnist", "mnist", "DCGAN on MNIST for a 30-min budget: 10k s
 _register("gan-wgan-gp-mnist", "mnist", "WGAN-GP on MNIST for a 30-min budget: 10k samples on the leaderboard")
 _register("gan-cgan-mnist", "mnist", "projection cGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
 _register("gan-acgan-seed", "mnist", "the seed's ACGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
+_register("gan-acgan-mnist", "mnist", "ACGAN (InfoGAN networks, class head trained on real images only) on MNIST for "
+                                    "a 30-min budget: label accuracy, leaderboard")
 _register("gan-dcgan-fashion", "fashion-mnist", "DCGAN on Fashion-MNIST for a 30-min budget: leaderboard")
 _register("gan-cgan-fashion", "fashion-mnist", "projection cGAN on Fashion-MNIST for a 30-min budget: label accuracy")
 

@@ -21,7 +21,9 @@ Conditioning on a class label y (``num_classes`` from the data):
   D(x, y) = ψ(φ(x)) + embed_D(y)ᵀφ(x).
 * ``acgan`` (Odena et al. 2017, the seed's recipe): G gets z ⊙ embed(y); D has a second head, a softmax over
   classes, trained with cross-entropy on real images' labels and on the labels fakes were drawn for, which G
-  also minimises.
+  also minimises. With ``aux_on_fakes`` false the head learns from real images only (as the later Keras
+  example): trained on fakes, it can learn G's own per-class styles, and G then satisfies it by drawing one
+  style per class (the seed recipe's failure in the ``gan-acgan-seed`` benchmark).
 
 Training: the model declares two optimizers, ``discriminator`` and ``generator``
 (:meth:`GAN.optimizer_param_groups`), and :meth:`GAN.training_phases` says which the Trainer steps: every batch a
@@ -84,6 +86,10 @@ class GANConfig:
     label_input: str = "concat"  # conditional G: concat [z, embed(y)] | multiply z * embed(y) (the seed)
     label_dim: int = 10  # concat: size of the generator's label embedding
     aux_weight: float = 1.0  # acgan: weight of the class cross-entropy in both players' losses
+    # acgan: D's class head also learns the labels fakes were drawn for (Odena et al. 2017, the seed). False: real
+    # images only (the later Keras example), so D cannot learn G's own per-class styles and G gains nothing from
+    # collapsing each class onto one of them.
+    aux_on_fakes: bool = True
     value_range: tuple[float, ...] = (-1.0, 1.0)  # the data's pixel range, which G's tanh is mapped to
     # Samples come from an exponential moving average of the generator's weights with this decay (Yazıcı et al.
     # 2019; Karras et al. 2018), warmed up as min(decay, (1 + t) / (10 + t)) over t generator steps; 0: off.
@@ -421,7 +427,9 @@ class GAN(GenerativeModel):
             loss = loss + cfg.gp_weight * penalty
             logs["gradient_penalty"] = float(penalty.detach())
         if self.conditioning == "auxiliary":
-            auxiliary = F.cross_entropy(real_classes, labels) + F.cross_entropy(fake_classes, fake_labels)
+            auxiliary = F.cross_entropy(real_classes, labels)
+            if cfg.aux_on_fakes:
+                auxiliary = auxiliary + F.cross_entropy(fake_classes, fake_labels)
             loss = loss + cfg.aux_weight * auxiliary
             logs["d_aux_loss"] = float(auxiliary.detach())
             logs["d_class_acc_real"] = float((real_classes.argmax(1) == labels).float().mean())
