@@ -228,6 +228,17 @@ def test_the_acgan_mnist_preset_trains_its_class_head_on_real_images_only():
     assert config.model.prior == "normal" and config.model.g_ema > 0
 
 
+def test_wgan_gp_trains_with_the_papers_settings_unless_the_benchmark_preset_is_named():
+    paper = compose_run_config("wgan-gp", overrides=[])  # the model's default preset
+    assert (paper.optim.lr, paper.optim.beta1, paper.optim.beta2) == (1e-4, 0.5, 0.9)
+    assert (paper.model.gp_weight, paper.model.critic_steps, paper.model.d_norm) == (10.0, 5, "none")
+    assert paper.data.batch_size == 64
+    bench = compose_run_config("wgan-gp", preset="gan-wgan-gp-mnist", overrides=[])
+    # Larger steps for a 30-min budget; the penalty and the critic schedule stay the paper's.
+    assert bench.optim.lr > paper.optim.lr and bench.model.g_ema > 0
+    assert (bench.model.gp_weight, bench.model.critic_steps, bench.model.d_norm) == (10.0, 5, "none")
+
+
 @pytest.mark.parametrize("name", ["dcgan", "cgan", "wgan-gp"])
 def test_the_infogan_networks_have_their_fully_connected_layers_and_train_every_head(name):
     model = build(name, shape=(1, 28, 28), architecture="infogan", g_width=8, d_width=8).train()

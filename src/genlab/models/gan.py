@@ -483,7 +483,7 @@ class DCGAN(GAN):
 
 
 @register("wgan-gp", config=WGANGPConfig, description="WGAN with gradient penalty (Gulrajani et al. 2017)",
-          default_preset="gan-wgan-gp-mnist")
+          default_preset="gan-wgan-gp-paper")
 class WGANGP(GAN):
     """Unconditional, with the WGAN-GP config's defaults."""
 
