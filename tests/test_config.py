@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from genlab.config import (
@@ -102,3 +104,34 @@ def test_step_schedule_multiplies_the_lr_at_each_milestone():
                           "optim": {"schedule": "step", "milestones": [1, 3], "decay_rate": 0.5}})
     with pytest.raises(ConfigError, match="increasing"):
         from_dict(OptimConfig, {"schedule": "step", "milestones": [4, 2]})
+
+
+def test_a_preset_that_extends_another_states_only_what_differs(tmp_path):
+    from genlab.config import compose_run_config
+
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("extends: gan-wgan-gp-paper\nmodel:\n  g_width: 16\noptim:\n  lr: 5.0e-4\n")
+    parent = compose_run_config(preset="gan-wgan-gp-paper")
+    config = compose_run_config(preset=str(variant))
+    assert config.model_name == "wgan-gp"  # inherited with everything it does not restate
+    assert (config.model.g_width, config.optim.lr) == (16, 5e-4)
+    assert config.model.d_width == parent.model.d_width and config.optim.beta2 == parent.optim.beta2
+    assert config.data.batch_size == parent.data.batch_size and config.model.gp_weight == parent.model.gp_weight
+    # A bundled variant composes to the same run as its parent with the dataset changed.
+    fashion, mnist = compose_run_config(preset="gan-acgan-fashion"), compose_run_config(preset="gan-acgan-mnist")
+    assert fashion.data.dataset == "fashion-mnist"
+    assert dataclasses.replace(fashion, data=mnist.data) == mnist
+
+
+@pytest.mark.parametrize("text,message", [
+    ("extends: 3\n", "extends must name one preset"),
+    ("extends: no-such-preset\n", "unknown preset 'no-such-preset'"),
+    ("extends: SELF\n", "extends loops back"),
+])
+def test_a_bad_extends_is_a_config_error(tmp_path, text, message):
+    from genlab.config import compose_config
+
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text.replace("SELF", str(preset)))
+    with pytest.raises(ConfigError, match=message):
+        compose_config("dcgan", preset=str(preset))

@@ -18,11 +18,11 @@ from genlab.config import (
     build_run_config,
     dump_yaml,
     load_yaml,
-    preset_path,
 )
 from genlab.errors import ConfigError, DataError, TrainingError
 from genlab.models.base import SINGLE_OPTIMIZER, DataInfo
 from genlab.models.ebm import EBM, EBMConfig, auroc
+from genlab.preset_files import preset_path
 from genlab.sampling.replay import ReplayBuffer
 from genlab.training import checkpoint as ckpt
 from genlab.training.run import train

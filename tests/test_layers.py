@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "genlab"
 # lazy public API), which only the top layer and the package itself may reach.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "image_files", "progress", "registry", "device", "sampling"}),
-    frozenset({"config", "checkpoint_files", "data"}),
+    frozenset({"config", "preset_files", "checkpoint_files", "data"}),
     frozenset({"models"}),
     frozenset({"training"}),
     frozenset({"eval", "viz"}),

@@ -60,7 +60,8 @@ def test_config_from_yaml_style_dict_and_presets_build():
     config = from_dict(VAEConfig, {"hidden_sizes": "[512]", "latent_dim": "2", "manifold_bounds": [-3, 3]})
     assert config.hidden_sizes == (512,) and config.latent_dim == 2 and config.manifold_bounds == (-3.0, 3.0)
     for preset in ("vae-mlp-mnist", "vae-iwae-mnist", "vae-conv-mnist", "vae-mlp-fashion"):
-        from genlab.config import load_yaml, preset_path
+        from genlab.config import load_yaml
+        from genlab.preset_files import preset_path
 
         run_config = build_run_config(load_yaml(preset_path(preset)))
         assert run_config.model_name == "vae"

@@ -76,7 +76,7 @@ def models() -> dict[str, Any]:
 
 def presets() -> list[str]:
     """Names of the bundled presets (``preset=`` of :func:`train`)."""
-    from genlab.config import preset_names
+    from genlab.preset_files import preset_names
 
     return preset_names()
 

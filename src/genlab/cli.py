@@ -146,7 +146,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_list(args) -> int:
     from genlab import registry
-    from genlab.config import preset_names
+    from genlab.preset_files import preset_names
 
     print("models:")
     for entry in registry.entries():

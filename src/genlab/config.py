@@ -12,7 +12,6 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -438,23 +437,6 @@ def build_run_config(data: dict) -> RunConfig:
     )
 
 
-def preset_path(name: str | Path) -> Path:
-    """A preset by name (``genlab/configs/NAME.yaml``) or by the path of a YAML file."""
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        return candidate
-    bundled = resources.files("genlab") / "configs" / f"{name}.yaml"
-    if bundled.is_file():
-        return Path(str(bundled))
-    raise ConfigError(f"unknown preset {str(name)!r}; available: {', '.join(preset_names()) or 'none'}")
-
-
-def preset_names() -> list[str]:
-    """The bundled presets' names (``genlab/configs/*.yaml``)."""
-    folder = resources.files("genlab") / "configs"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
 def compose_config(model: str | None = None, *, preset: str | Path | None = None,
                    overrides: Sequence[str] | Mapping[str, Any] = (), base: dict | None = None) -> dict:
     """The one composition of a run's config, as a plain dict: the model's defaults, then a preset, then overrides.
@@ -465,23 +447,22 @@ def compose_config(model: str | None = None, *, preset: str | Path | None = None
     Used by the CLI, the Python API, the benchmarks and the studio alike, so each gets the same run.
     """
     from genlab import registry
+    from genlab.preset_files import load_preset, merge_sections
 
     if base is not None:
         if model and base.get("model_name") != model:
             raise ConfigError(f"that run is a {base.get('model_name')} run, not {model}")
         return apply_overrides(base, overrides)
-    loaded = load_yaml(preset_path(preset)) if preset not in (None, NO_PRESET) else {}
+    loaded = load_preset(preset) if preset not in (None, NO_PRESET) else {}
     name = model or loaded.get("model_name")
     if not name:
         raise ConfigError("name a model (see `genlab list`) or a preset that has a model_name")
     entry = registry.get(str(name))
     if preset is None and entry.default_preset:
-        loaded = load_yaml(preset_path(entry.default_preset))
+        loaded = load_preset(entry.default_preset)
     if loaded.get("model_name", entry.name) != entry.name:
         raise ConfigError(f"preset {preset} is for model {loaded.get('model_name')}, not {entry.name}")
-    data: dict[str, Any] = {"model_name": entry.name, "data": {"dataset": entry.default_dataset}}
-    for key, value in loaded.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    data = merge_sections({"model_name": entry.name, "data": {"dataset": entry.default_dataset}}, loaded)
     return apply_overrides(data, overrides)
 
 

@@ -1,14 +1,14 @@
 """GAN benchmarks: each preset trained for a wall-clock budget, then 10,000 samples judged.
 
-* ``gan-dcgan-mnist``, ``gan-wgan-gp-mnist``, ``gan-cgan-mnist``, ``gan-acgan-seed``, ``gan-acgan-mnist``,
-  ``gan-dcgan-fashion``, ``gan-cgan-fashion``, ``gan-acgan-fashion`` (full, resumable): train the preset of the
-  same name for ``genlab bench --budget-minutes`` (default 30, never beyond the preset's epochs; ``--resume``
-  continues the newest matching run in ``benchmarks/work/<name>/``), draw 10,000 samples (conditional models:
-  1,000 per class) and score them with :func:`leaderboard_records`: judge FD and KID against 10,000 training
-  images, improved precision and recall (k = 3), density and coverage (k = 5), class entropy, confident
-  fraction, the judge's accuracy on the requested label, and a memorisation check; the same figures for 10,000
-  real test images (the floor) go beside them. 1,000 of the samples are kept as ``benchmarks/samples/<name>.npz``
-  (``images`` uint8 (N, 28, 28), ``labels`` for conditional models).
+* ``gan-dcgan-mnist``, ``gan-wgan-gp-mnist``, ``gan-wgan-gp-paper``, ``gan-cgan-mnist``, ``gan-acgan-seed``,
+  ``gan-acgan-mnist``, ``gan-dcgan-fashion``, ``gan-cgan-fashion``, ``gan-acgan-fashion`` (full, resumable): train
+  the preset of the same name for ``genlab bench --budget-minutes`` (default 30, never beyond the preset's
+  epochs; ``--resume`` continues the newest matching run in ``benchmarks/work/<name>/``), draw 10,000 samples
+  (conditional models: 1,000 per class) and score them with :func:`leaderboard_records`: judge FD and KID
+  against 10,000 training images, improved precision and recall (k = 3), density and coverage (k = 5), class
+  entropy, confident fraction, the judge's accuracy on the requested label, and a memorisation check; the same
+  figures for 10,000 real test images (the floor) go beside them. 1,000 of the samples are kept as
+  ``benchmarks/samples/<name>.npz`` (``images`` uint8 (N, 28, 28), ``labels`` for conditional models).
 * ``leaderboard-families`` (full): the same figures for 10,000 samples of the newest run of each other image
   family's benchmark (RBM, DBN, MLP and conv VAE, EBM) found in ``benchmarks/work/``; where none is there, the
   RBM and the VAEs train their preset here for ``--budget-minutes`` (default 5) and say so in the notes.
@@ -218,6 +218,8 @@ def _register(name: str, dataset: str, description: str) -> None:
 
 _register("gan-dcgan-mnist", "mnist", "DCGAN on MNIST for a 30-min budget: 10k samples on the leaderboard")
 _register("gan-wgan-gp-mnist", "mnist", "WGAN-GP on MNIST for a 30-min budget: 10k samples on the leaderboard")
+_register("gan-wgan-gp-paper", "mnist", "WGAN-GP with the paper's settings on MNIST for a 30-min budget: "
+                                     "the leaderboard beside gan-wgan-gp-mnist")
 _register("gan-cgan-mnist", "mnist", "projection cGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
 _register("gan-acgan-seed", "mnist", "the seed's ACGAN on MNIST for a 30-min budget: label accuracy, leaderboard")
 _register("gan-acgan-mnist", "mnist", "ACGAN (InfoGAN networks, class head trained on real images only) on MNIST for "
