@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genlab.cli import main
-from genlab.config import apply_overrides, build_run_config
+from genlab.config import apply_overrides, build_run_config, compose_run_config
 from genlab.data.datasets import build_data
 from genlab.errors import ConfigError
 from genlab.models.base import DataInfo
@@ -570,3 +570,32 @@ def test_hinton2006_benchmark_smoke_run(data_dir, tmp_path):
     assert 0.0 <= metrics["label_recognised_pct"]["value"] <= 100.0
     assert any("per label" in note for note in notes)
     assert (run_dir / "label-clamped.png").is_file() and (run_dir / "label-clamped_label_gain_2.png").is_file()
+
+
+def test_dbn_dropout_preset_is_hinton2006_with_dropout_fine_tuning():
+    plain = compose_run_config(preset="dbn-hinton2006")
+    dropout = compose_run_config(preset="dbn-dropout")
+    assert dropout.model.dbn == plain.model.dbn and dropout.optim == plain.optim  # the same pretraining
+    assert (dropout.model.finetune_input_dropout, dropout.model.finetune_dropout) == (0.1, 0.3)
+    assert dropout.model.finetune_lr_decay == 0.98 and dropout.model.finetune_lr_scale == 10.0
+    assert dropout.train.epochs - dropout.model.pretrain_epochs == 150
+
+
+def test_the_dropout_benchmark_fine_tunes_the_newest_fully_pretrained_run(tmp_path):
+    import json
+
+    from genlab.bench.dbn_bench import pretrained_run
+
+    def fake_run(name: str, rows: list[dict], tail: str = "") -> Path:
+        run = tmp_path / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + tail)
+        return run
+
+    assert pretrained_run(tmp_path) is None
+    pretraining = [{"step": 1, "split": "train", "layer": 0, "time": 10.0},
+                   {"step": 2, "split": "val", "time": 11.0}, {"step": 3, "split": "train", "layer": 2, "time": 30.5}]
+    finished = fake_run("dbn-classifier-mnist-20261207-010000",
+                        pretraining + [{"step": 4, "split": "train", "ce_nats": 0.1, "time": 40.0}])
+    fake_run("dbn-classifier-mnist-20261207-020000", pretraining, tail='{"step": 4, "spl')  # killed while pretraining
+    assert pretrained_run(tmp_path) == (finished, 30.5)

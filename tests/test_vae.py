@@ -327,8 +327,7 @@ def test_benchmark_helpers_smoke(tiny_images, tmp_path):
     overhead = vae_bench.measure_overhead(vae_bench.run_config("vae-mlp-mnist", tiny), tmp_path, repeats=2)
     assert overhead["trainer_epoch_s"] > 0 and overhead["plain_epoch_s"] > 0 and overhead["overhead_ratio"] > 0
     result = vae_bench.train_and_evaluate("vae-mlp-mnist", budget_s=3.0, test_images=20, iw_samples=10,
-                                          work_dir=tmp_path / "runs", overrides=tiny, calibration_steps=3,
-                                          epoch_overhead_s=0.2, max_epochs=3)
+                                          work_dir=tmp_path / "runs", overrides=tiny, max_epochs=3)
     assert 1 <= result["epochs_planned"] <= 3 and result["n_test"] == 20
     assert result["test_nll_nats"] <= result["test_neg_elbo_nats"]
 

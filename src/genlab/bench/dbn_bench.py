@@ -24,6 +24,8 @@ from genlab.bench import BenchContext, benchmark
 from genlab.config import DataConfig, compose_run_config
 
 HINTON2006 = {"value": 1.25, "source": "Hinton, Osindero & Teh 2006", "higher_is_better": False}
+SRIVASTAVA2014 = {"value": 1.0, "source": "target <= 1.0% (Srivastava et al. 2014, DBN + dropout fine-tuning: 0.92%)",
+                  "higher_is_better": False}
 RECOGNITION_TARGET = {"value": 90.0, "source": "target: >= 90%", "higher_is_better": True}
 
 Predictor = Callable[[Tensor], Tensor]
@@ -107,8 +109,9 @@ def label_recognition(model, predict: Predictor, *, per_label: int, steps: int |
 def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | None = None,
                        overrides: Sequence[str] = (), samples_per_label: int = 100, sample_steps: int | None = None,
                        classifier_epochs: int = 3, classifier_limit: int = 0, use_judge: bool = True,
-                       preset: str = "dbn-hinton2006") -> tuple[list[dict], list[str], Path]:
-    """Train the preset (with ``overrides``), evaluate it, and judge its label-clamped samples.
+                       preset: str = "dbn-hinton2006",
+                       judge_samples: bool = True) -> tuple[list[dict], list[str], Path]:
+    """Train the preset (with ``overrides``), evaluate it, and (``judge_samples``) judge its label-clamped samples.
 
     Returns benchmark records, notes and the run directory (with the label-clamped sample grids). Small
     ``overrides`` (``data.limit``, tiny layers) and ``use_judge=False`` (a quickly trained MLP instead of the
@@ -140,7 +143,7 @@ def hinton2006_records(work_dir: Path, *, device: str = "cpu", data_dir: str | N
                         "reference": HINTON2006})
     notes = [f"run directory {run_dir}; {torch.get_num_threads()} torch threads; epochs {run_config.train.epochs} "
              f"({run_config.model.pretrain_epochs} DBN pretraining)"]
-    if run_config.model.has_generative and run_config.model.dbn.n_labels:
+    if judge_samples and run_config.model.has_generative and run_config.model.dbn.n_labels:
         found = project_judge(data_dir) if use_judge else None
         if found is not None:
             (predict, accuracy), judge_name = found, "genlab judge (CNN)"
@@ -180,4 +183,61 @@ def dbn_hinton2006(ctx: BenchContext) -> list[dict]:
     for suffix, caption in (("", "the model's conditional"), ("_label_gain_2", "label unit clamped at 2")):
         ctx.keep_picture(run_dir / f"label-clamped{suffix}.png", f"dbn-hinton2006-label-clamped{suffix}.png",
                          f"DBN label-clamped samples, one row per label 0-9 ({caption})")
+    return records
+
+
+def pretrained_run(root: Path) -> tuple[Path, float] | None:
+    """The newest run under ``root`` (a ``dbn-hinton2006`` benchmark work directory) whose DBN finished its
+    pretraining, i.e. whose metrics log reached backprop fine-tuning, with the wall seconds that pretraining took;
+    None where there is no such run."""
+    import json
+
+    runs = sorted((path.parent for path in Path(root).glob("*/metrics.jsonl")), key=lambda run: run.name)
+    for run in reversed(runs):
+        pretraining_s, finetuned = 0.0, False
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed run
+            if "ce_nats" in row:
+                finetuned = True
+            elif row.get("split") == "train":
+                pretraining_s = max(pretraining_s, float(row.get("time", 0.0)))
+        if finetuned and (run / "checkpoints").is_dir():
+            return run, pretraining_s
+    return None
+
+
+@benchmark("dbn-dropout", suites=("full",),
+           description="the dbn-hinton2006 DBN fine-tuned by backprop with dropout (dbn-dropout preset): test error %")
+def dbn_dropout(ctx: BenchContext) -> list[dict]:
+    """Pretraining is the same recipe as ``dbn-hinton2006``'s, so the newest pretrained DBN of that benchmark's
+    work directory is fine-tuned (its pretraining time counted in ``train_wall_s``); with none there, the
+    ``dbn-dropout`` preset trains from scratch."""
+    from genlab.config import compose_run_config
+
+    source = pretrained_run(ctx.work_dir.parent / "dbn-hinton2006")
+    overrides: list[str] = []
+    if source is not None:
+        finetune_epochs = compose_run_config(preset="dbn-dropout").train.epochs - \
+            compose_run_config(preset="dbn-hinton2006").model.pretrain_epochs
+        overrides = [f"model.init_from={source[0]}", f"train.epochs={finetune_epochs}"]
+    records, notes, _ = hinton2006_records(ctx.work_dir, device=ctx.device, data_dir=ctx.data_dir,
+                                           preset="dbn-dropout", overrides=overrides, judge_samples=False)
+    if source is not None:
+        for record in records:  # wall time from scratch: the source's pretraining plus this fine-tuning
+            if record["metric"] == "train_wall_s":
+                record["value"] = round(record["value"] + source[1], 1)
+            elif "wall_s" in record:
+                record["wall_s"] = round(record["wall_s"] + source[1], 1)
+        notes.append(f"fine-tuned the pretrained DBN of {source[0]} (the same pretraining recipe; its "
+                     f"{source[1]:.0f} s of pretraining are included in train_wall_s); train_cpu_s is the "
+                     "fine-tuning's alone")
+    else:
+        notes.append("no pretrained dbn-hinton2006 run in the work directory: pretrained here")
+    for record in records:
+        if record["metric"] == "test_error_pct" and record["model"].startswith("dbn-classifier"):
+            record["model"] += " + dropout"
+            record["reference"] = SRIVASTAVA2014
     return records

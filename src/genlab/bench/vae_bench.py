@@ -195,39 +195,32 @@ def bench_trainer_overhead(ctx: BenchContext) -> list[dict]:
 # ----------------------------------------------------------------------------------------- NLL in a budget
 
 
-def _seconds_per_step(model, config: RunConfig, data: DataBundle, steps: int) -> float:
-    """Time ``steps`` training steps of a throwaway copy of ``model`` (after 2 warm-up steps)."""
+def _seconds_per_epoch(model, config: RunConfig, data: DataBundle, work_dir: Path) -> float:
+    """Wall time of one whole epoch of a throwaway copy of ``model`` through the Trainer with the run's own
+    callbacks (validation, sample grid, checkpoint, metrics log): what each epoch of the run will cost. A timing of
+    a few bare optimizer steps plus a guessed per-epoch overhead planned 320 epochs where 400 fitted in 30 min."""
     import copy
+    import tempfile
 
-    from genlab.training.optim import build_optimizer
-
-    probe = copy.deepcopy(model)
-    optimizer = build_optimizer(probe, config.optim)
-    batches = data.train.iter_from(0)
-    started = None
-    with torch.random.fork_rng():
-        for index in range(steps + 2):
-            batch = next(batches, None)
-            if batch is None:
-                batches = data.train.iter_from(0)
-                batch = next(batches)
-            if index == 2:
-                started = time.perf_counter()
-            loss, _ = probe.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return (time.perf_counter() - started) / steps
+    probe_config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="epoch-timing-") as scratch, torch.random.fork_rng():
+        probe_dir = Path(scratch)
+        trainer = Trainer(copy.deepcopy(model), probe_config, data, device=torch.device("cpu"), run_dir=probe_dir,
+                          callbacks=default_callbacks(probe_dir, probe_config.train, True))
+        started = time.perf_counter()
+        trainer.fit()
+        return time.perf_counter() - started
 
 
 def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_samples: int, work_dir: Path,
                        data_dir: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-                       calibration_steps: int = 30, epoch_overhead_s: float = 2.0,
                        max_epochs: int | None = None) -> dict[str, Any]:
     """Train ``preset`` within ``budget_s`` seconds of wall-clock time (CPU), then evaluate on the test set.
 
-    The epoch count is planned as ``budget / (steps_per_epoch · measured seconds per step + epoch_overhead_s)``
-    (at most ``max_epochs`` if given) so the learning-rate schedule runs its full course; a guard stops training
+    The epoch count is planned as the budget left after one timed epoch of a throwaway copy (see
+    :func:`_seconds_per_epoch`) divided by that epoch's time (at most ``max_epochs`` if given), so the
+    learning-rate schedule runs its full course; a guard stops training
     at the budget if the plan was optimistic. Returns the evaluation metrics of the first ``test_images`` test
     images plus ``full_test_neg_elbo_nats`` (all test images, 10 samples each), ``epochs_planned``,
     ``epochs_trained``, ``train_s``, ``eval_s``, ``stopped_early`` and ``run_dir``.
@@ -242,9 +235,9 @@ def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_sam
     seed_everything(config.train.seed)
     model, config = build_model(config, data)
     model.init_from_data(data.train)
-    per_step = _seconds_per_step(model, config, data, calibration_steps)
+    per_epoch = _seconds_per_epoch(model, config, data, Path(work_dir))
     remaining = budget_s - (time.perf_counter() - started)
-    epochs = max(1, int(remaining / (len(data.train) * per_step + epoch_overhead_s)))
+    epochs = max(1, int(remaining / per_epoch))
     if max_epochs is not None:
         epochs = min(epochs, max_epochs)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
@@ -271,7 +264,7 @@ def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_sam
     metrics.update(test_objective=model.validate(iter(data.test))["loss"])
     metrics.update(eval_s=time.perf_counter() - evaluation_started, epochs_planned=float(epochs),
                    epochs_trained=trainer.step / len(data.train), train_s=train_s,
-                   seconds_per_step=per_step, stopped_early=float(guard.stopped_early))
+                   seconds_per_epoch=per_epoch, stopped_early=float(guard.stopped_early))
     (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return {**metrics, "run_dir": str(run_dir)}
 
