@@ -225,17 +225,20 @@ def dbn_dropout(ctx: BenchContext) -> list[dict]:
         overrides = [f"model.init_from={source[0]}", f"train.epochs={finetune_epochs}"]
     records, notes, _ = hinton2006_records(ctx.work_dir, device=ctx.device, data_dir=ctx.data_dir,
                                            preset="dbn-dropout", overrides=overrides, judge_samples=False)
+    ctx.notes.extend(notes)
     if source is not None:
         for record in records:  # wall time from scratch: the source's pretraining plus this fine-tuning
             if record["metric"] == "train_wall_s":
                 record["value"] = round(record["value"] + source[1], 1)
             elif "wall_s" in record:
                 record["wall_s"] = round(record["wall_s"] + source[1], 1)
-        notes.append(f"fine-tuned the pretrained DBN of {source[0]} (the same pretraining recipe; its "
+        ctx.notes.append(f"fine-tuned the pretrained DBN of {source[0]} (the same pretraining recipe; its "
                      f"{source[1]:.0f} s of pretraining are included in train_wall_s); train_cpu_s is the "
                      "fine-tuning's alone")
     else:
-        notes.append("no pretrained dbn-hinton2006 run in the work directory: pretrained here")
+        ctx.notes.append("no pretrained dbn-hinton2006 run in the work directory: pretrained here")
+    # The generative DBN's own error is dbn-hinton2006's record when its DBN was fine-tuned here.
+    records = [record for record in records if source is None or not record["model"].startswith("dbn (")]
     for record in records:
         if record["metric"] == "test_error_pct" and record["model"].startswith("dbn-classifier"):
             record["model"] += " + dropout"
