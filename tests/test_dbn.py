@@ -599,3 +599,35 @@ def test_the_dropout_benchmark_fine_tunes_the_newest_fully_pretrained_run(tmp_pa
                         pretraining + [{"step": 4, "split": "train", "ce_nats": 0.1, "time": 40.0}])
     fake_run("dbn-classifier-mnist-20261207-020000", pretraining, tail='{"step": 4, "spl')  # killed while pretraining
     assert pretrained_run(tmp_path) == (finished, 30.5)
+
+
+def test_the_dropout_benchmark_counts_the_source_pretraining_and_keeps_its_own_records(monkeypatch, tmp_path):
+    from genlab.bench import BenchContext, dbn_bench
+
+    source = tmp_path / "dbn-hinton2006" / "dbn-classifier-mnist-20261207-010000"
+    calls = []
+
+    def fake_records(work_dir, *, preset, overrides, judge_samples, **_):
+        calls.append((preset, list(overrides), judge_samples))
+        common = {"model": "dbn-classifier 784-500-500-2000-10", "dataset": "mnist"}
+        return ([{**common, "metric": "test_error_pct", "value": 0.99, "unit": "%", "wall_s": 100.0},
+                 {**common, "metric": "train_wall_s", "value": 100.0, "unit": "s"},
+                 {**common, "model": "dbn (generative, free energy)", "metric": "test_error_pct", "value": 3.5}],
+                ["run directory x"], tmp_path)
+
+    monkeypatch.setattr(dbn_bench, "hinton2006_records", fake_records)
+    monkeypatch.setattr(dbn_bench, "pretrained_run", lambda root: (source, 1800.0))
+    ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "dbn-dropout")
+    records = {record["metric"]: record for record in dbn_bench.dbn_dropout(ctx)}
+    assert calls == [("dbn-dropout", [f"model.init_from={source}", "train.epochs=150"], False)]
+    assert records["train_wall_s"]["value"] == 1900.0 and records["test_error_pct"]["wall_s"] == 1900.0
+    assert records["test_error_pct"]["model"].endswith("+ dropout")  # the generative DBN's record is dropped
+    assert records["test_error_pct"]["reference"]["value"] == 1.0
+    assert ctx.notes[0] == "run directory x" and str(source) in ctx.notes[1]
+
+    monkeypatch.setattr(dbn_bench, "pretrained_run", lambda root: None)  # nothing to fine-tune: from scratch
+    calls.clear()
+    ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "dbn-dropout")
+    records = {record["model"]: record for record in dbn_bench.dbn_dropout(ctx)}
+    assert calls == [("dbn-dropout", [], False)] and "dbn (generative, free energy)" in records
+    assert records["dbn-classifier 784-500-500-2000-10"]["value"] == 100.0  # its train_wall_s, unchanged

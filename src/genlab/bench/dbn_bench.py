@@ -233,8 +233,8 @@ def dbn_dropout(ctx: BenchContext) -> list[dict]:
             elif "wall_s" in record:
                 record["wall_s"] = round(record["wall_s"] + source[1], 1)
         ctx.notes.append(f"fine-tuned the pretrained DBN of {source[0]} (the same pretraining recipe; its "
-                     f"{source[1]:.0f} s of pretraining are included in train_wall_s); train_cpu_s is the "
-                     "fine-tuning's alone")
+                         f"{source[1]:.0f} s of pretraining are included in train_wall_s); train_cpu_s is the "
+                         "fine-tuning's alone")
     else:
         ctx.notes.append("no pretrained dbn-hinton2006 run in the work directory: pretrained here")
     # The generative DBN's own error is dbn-hinton2006's record when its DBN was fine-tuned here.

@@ -197,13 +197,16 @@ def bench_trainer_overhead(ctx: BenchContext) -> list[dict]:
 
 
 class _EpochClock(Callback):
-    """The wall-clock time at the end of each epoch, after the callbacks before it."""
+    """The wall-clock times at the start of fitting and at the end of each epoch, after the callbacks before it."""
 
     def __init__(self) -> None:
-        self.ends: list[float] = []
+        self.marks: list[float] = []
+
+    def on_fit_start(self, trainer) -> None:
+        self.marks.append(time.perf_counter())
 
     def on_epoch_end(self, trainer, val_logs: dict[str, float]) -> None:
-        self.ends.append(time.perf_counter())
+        self.marks.append(time.perf_counter())
 
 
 def _seconds_per_epoch(model, config: RunConfig, data: DataBundle, work_dir: Path) -> float:
@@ -222,7 +225,9 @@ def _seconds_per_epoch(model, config: RunConfig, data: DataBundle, work_dir: Pat
         trainer = Trainer(copy.deepcopy(model), probe_config, data, device=torch.device("cpu"), run_dir=probe_dir,
                           callbacks=default_callbacks(probe_dir, probe_config.train, True) + [clock])
         trainer.fit()
-    return clock.ends[-1] - clock.ends[-2]
+    if len(clock.marks) < 2:  # train.max_steps ended it within an epoch, and will end the run as early
+        return time.perf_counter() - clock.marks[0]
+    return clock.marks[-1] - clock.marks[-2]
 
 
 def train_and_evaluate(preset: str, *, budget_s: float, test_images: int, iw_samples: int, work_dir: Path,
