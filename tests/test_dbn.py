@@ -586,9 +586,9 @@ def test_the_dropout_benchmark_fine_tunes_the_newest_fully_pretrained_run(tmp_pa
 
     from genlab.bench.dbn_bench import pretrained_run
 
-    def fake_run(name: str, rows: list[dict], tail: str = "") -> Path:
+    def fake_run(name: str, rows: list[dict], tail: str = "", checkpoint: bool = True) -> Path:
         run = tmp_path / name
-        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / ("step-000000004" if checkpoint else "")).mkdir(parents=True)
         (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + tail)
         return run
 
@@ -598,6 +598,8 @@ def test_the_dropout_benchmark_fine_tunes_the_newest_fully_pretrained_run(tmp_pa
     finished = fake_run("dbn-classifier-mnist-20261207-010000",
                         pretraining + [{"step": 4, "split": "train", "ce_nats": 0.1, "time": 40.0}])
     fake_run("dbn-classifier-mnist-20261207-020000", pretraining, tail='{"step": 4, "spl')  # killed while pretraining
+    fake_run("dbn-classifier-mnist-20261207-030000", pretraining + [{"step": 4, "split": "train", "ce_nats": 0.1}],
+             checkpoint=False)  # no complete checkpoint kept
     assert pretrained_run(tmp_path) == (finished, 30.5)
 
 
@@ -628,6 +630,8 @@ def test_the_dropout_benchmark_counts_the_source_pretraining_and_keeps_its_own_r
     monkeypatch.setattr(dbn_bench, "pretrained_run", lambda root: None)  # nothing to fine-tune: from scratch
     calls.clear()
     ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "dbn-dropout")
-    records = {record["model"]: record for record in dbn_bench.dbn_dropout(ctx)}
-    assert calls == [("dbn-dropout", [], False)] and "dbn (generative, free energy)" in records
-    assert records["dbn-classifier 784-500-500-2000-10"]["value"] == 100.0  # its train_wall_s, unchanged
+    records = dbn_bench.dbn_dropout(ctx)
+    assert calls == [("dbn-dropout", [], False)]
+    assert [record["model"] for record in records if record["metric"] == "test_error_pct"] == [
+        "dbn-classifier 784-500-500-2000-10 + dropout", "dbn (generative, free energy)"]
+    assert [record["value"] for record in records if record["metric"] == "train_wall_s"] == [100.0]  # unchanged

@@ -189,8 +189,10 @@ def dbn_hinton2006(ctx: BenchContext) -> list[dict]:
 def pretrained_run(root: Path) -> tuple[Path, float] | None:
     """The newest run under ``root`` (a ``dbn-hinton2006`` benchmark work directory) whose DBN finished its
     pretraining, i.e. whose metrics log reached backprop fine-tuning, with the wall seconds that pretraining took;
-    None where there is no such run."""
+    None where there is no such run (or it kept no complete checkpoint to fine-tune from)."""
     import json
+
+    from genlab.checkpoint_files import list_checkpoints
 
     runs = sorted((path.parent for path in Path(root).glob("*/metrics.jsonl")), key=lambda run: run.name)
     for run in reversed(runs):
@@ -204,7 +206,7 @@ def pretrained_run(root: Path) -> tuple[Path, float] | None:
                 finetuned = True
             elif row.get("split") == "train":
                 pretraining_s = max(pretraining_s, float(row.get("time", 0.0)))
-        if finetuned and (run / "checkpoints").is_dir():
+        if finetuned and list_checkpoints(run / "checkpoints"):
             return run, pretraining_s
     return None
 
