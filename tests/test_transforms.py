@@ -66,6 +66,19 @@ def test_stochastic_binarize_frequencies():
         stochastic_binarize(torch.zeros(3, dtype=torch.uint8), generator)
 
 
+def test_stochastic_binarize_draws_what_torch_bernoulli_draws():
+    # The fast comparison must keep every seeded binarization (fixed test sets, resumed runs) as it was.
+    probs = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    for dtype in (torch.float32, torch.float64):
+        x = probs.to(dtype)
+        expected = torch.bernoulli(x, generator=torch.Generator().manual_seed(11))
+        assert torch.equal(stochastic_binarize(x, torch.Generator().manual_seed(11)), expected)
+    torch.manual_seed(2)
+    expected = torch.bernoulli(probs)
+    torch.manual_seed(2)
+    assert torch.equal(stochastic_binarize(probs, None), expected)
+
+
 def test_pad_to_is_central_and_zero():
     x = torch.ones(2, 1, 28, 28)
     y = pad_to(x, 32)
