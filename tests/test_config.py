@@ -127,11 +127,24 @@ def test_a_preset_that_extends_another_states_only_what_differs(tmp_path):
     ("extends: 3\n", "extends must name one preset"),
     ("extends: no-such-preset\n", "unknown preset 'no-such-preset'"),
     ("extends: SELF\n", "extends loops back"),
+    ("extends: gan-wgan-gp-paper\nmodel: 3\n", "preset .*bad.yaml: 'model' must be a block of settings"),
+    ("model_name: dcgan\noptim: [1, 2]\n", "'optim' must be a block of settings"),
+    ("extends: PARENT\nmodel:\n  g_width: 16\n", "preset .*parent.yaml: 'model' must be a block"),
 ])
-def test_a_bad_extends_is_a_config_error(tmp_path, text, message):
+def test_a_bad_preset_is_a_config_error(tmp_path, text, message):
     from genlab.config import compose_config
 
     preset = tmp_path / "bad.yaml"
-    preset.write_text(text.replace("SELF", str(preset)))
+    parent = tmp_path / "parent.yaml"  # a parent whose own section is broken: the error names the parent
+    parent.write_text("model_name: dcgan\nmodel: 3\n")
+    preset.write_text(text.replace("SELF", str(preset)).replace("PARENT", str(parent)))
     with pytest.raises(ConfigError, match=message):
         compose_config("dcgan", preset=str(preset))
+
+
+def test_an_empty_preset_section_is_no_settings(tmp_path):
+    from genlab.config import compose_run_config
+
+    preset = tmp_path / "empty-train.yaml"
+    preset.write_text("extends: gan-wgan-gp-paper\ntrain:\n")
+    assert compose_run_config(preset=str(preset)) == compose_run_config(preset="gan-wgan-gp-paper")

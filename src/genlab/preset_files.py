@@ -35,11 +35,28 @@ def merge_sections(below: dict, above: dict) -> dict:
     return merged
 
 
+SECTIONS = ("model", "data", "optim", "train")
+
+
+def _checked_sections(loaded: dict, name: str | Path) -> dict:
+    """``loaded`` with each section a mapping (an empty ``train:`` is no settings); ``model: 3`` is a ConfigError
+    naming this preset, rather than a TypeError where a variant merges into it or an error about a field."""
+    checked = dict(loaded)
+    for section in SECTIONS:
+        value = checked.get(section)
+        if section in checked and value is None:
+            checked[section] = {}
+        elif section in checked and not isinstance(value, dict):
+            raise ConfigError(f"preset {name}: {section!r} must be a block of settings (key: value lines indented "
+                              f"under '{section}:'), got {value!r}")
+    return checked
+
+
 def load_preset(name: str | Path, *, _chain: tuple[str, ...] = ()) -> dict:
     """A preset's settings; one that names ``extends: OTHER`` gets OTHER's settings with its own on top (so a
     variant states only what differs, e.g. the same recipe on another dataset)."""
     path = preset_path(name)
-    loaded = load_yaml(path)
+    loaded = _checked_sections(load_yaml(path), name)
     parent = loaded.pop("extends", None)
     if parent is None:
         return loaded
