@@ -33,7 +33,8 @@ def stochastic_binarize(x: Tensor, generator: torch.Generator | None) -> Tensor:
     if not x.is_floating_point():
         raise DataError(f"stochastic_binarize: expected probabilities as floats, got {x.dtype}")
     # The same uniform draws torch.bernoulli makes on the CPU (bitwise equal samples, tested), compared in one
-    # vectorised pass: 2.3x faster on a 100x784 batch, where bernoulli cost ~10 % of a VAE training step.
+    # vectorised pass: 2.3x faster on a 100x784 batch in a one-off timing (1.41 -> 0.61 ms), where bernoulli
+    # took ~10 % of a VAE training step.
     device = x.device if generator is None else generator.device
     uniform = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
     return (uniform < x).to(x.dtype)
