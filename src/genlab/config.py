@@ -20,7 +20,7 @@ import yaml
 from genlab.errors import ConfigError, check_config
 
 NO_PRESET = "none"  # compose_run_config(preset=NO_PRESET): the model's defaults only, not its default preset
-_SECTIONS = ("model", "data", "optim", "train")
+SECTIONS = ("model", "data", "optim", "train")
 
 _NONE_WORDS = {"none", "null", "~", ""}
 MAX_SEED = 2**63  # torch's generators take seeds below this
@@ -190,7 +190,7 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if not isinstance(key, str):
             raise ConfigError(f"override keys are dotted strings such as 'optim.lr', got {key!r}")
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and name in _SECTIONS:
+        if isinstance(value, Mapping) and name in SECTIONS:
             flat.update(_flatten(value, name + "."))
         else:
             flat[name] = value
@@ -415,7 +415,7 @@ def build_run_config(data: dict) -> RunConfig:
     from genlab import registry
 
     data = dict(data)
-    unknown = sorted(set(data) - {"model_name", "model", "data", "optim", "train"})
+    unknown = sorted(set(data) - {"model_name", *SECTIONS})
     if unknown:
         raise ConfigError(f"unknown top-level config key(s): {', '.join(unknown)}; "
                           "valid: model_name, model, data, optim, train")

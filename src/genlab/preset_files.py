@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from genlab.config import load_yaml
+from genlab.config import SECTIONS, load_yaml
 from genlab.errors import ConfigError
 
 
@@ -33,9 +33,6 @@ def merge_sections(below: dict, above: dict) -> dict:
     for key, value in above.items():
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     return merged
-
-
-SECTIONS = ("model", "data", "optim", "train")
 
 
 def _checked_sections(loaded: dict, name: str | Path) -> dict:
