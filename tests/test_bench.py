@@ -32,7 +32,7 @@ def _samples(ctx):
 def _gan_leaderboard(ctx):
     common = {"dataset": "mnist", "images": 10000, "train_minutes": 25.5, "epochs_trained": 9.4}
     records = []
-    for prefix, fd, recall in (("", 116.8, 0.68), ("real_", 2.8, 0.86)):
+    for prefix, fd, recall in (("", 116.8, 0.68), ("real_", 2.8, 0.86), ("drs_", 61.0, 0.55)):
         records += [{**common, "model": "dcgan", "metric": prefix + "judge_fd_10k", "value": fd, "unit": "FD"},
                     {**common, "model": "dcgan", "metric": prefix + "judge_recall", "value": recall, "unit": "f"}]
     return records + [{**common, "model": "dcgan", "metric": "label_accuracy_pct", "value": 97.5, "unit": "%"}]
@@ -281,10 +281,13 @@ def test_the_10k_leaderboard_puts_each_model_beside_the_real_test_floor(fake_reg
     assert "## Which family makes the best digits for its CPU minutes (10,000 samples)" in text
     floor = text.index("| mnist | real test images (floor) |")
     model = text.index("| mnist | dcgan | gan_fake_leaderboard | cpu | 25.5 | 9.4 | 116.8 |")
-    assert floor < model  # sorted by FD
+    # The same model sampled through its discriminator is a row of its own.
+    rejection = text.index("| mnist | dcgan + discriminator rejection | gan_fake_leaderboard | cpu | 25.5 | 9.4 | 61 |")
+    assert floor < rejection < model  # sorted by FD
     rows = report.leaderboard_10k_rows(bench.load_results(results))
-    assert [r["floor"] for r in rows] == [True, False]
-    assert rows[1]["label_accuracy_pct"] == 97.5 and "label_accuracy_pct" not in rows[0]
+    assert [r["floor"] for r in rows] == [True, False, False]
+    assert rows[2]["label_accuracy_pct"] == 97.5 and "label_accuracy_pct" not in rows[0]
+    assert rows[1]["judge_recall"] == 0.55 and rows[2]["judge_recall"] == 0.68
     assert (results.parent / "plots" / "leaderboard_10k.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -312,3 +315,65 @@ def test_one_benchmark_scoring_several_runs_gets_a_leaderboard_row_per_preset():
     rows = report.leaderboard_10k_rows(documents)
     assert [(r["model"], r["judge_fd_10k"]) for r in rows] == [("vae (vae-mlp-mnist)", 170.0),
                                                                ("vae (vae-conv-mnist)", 685.0)]
+
+
+# ----------------------------------------------------------------------------------------- other work on the CPU
+
+
+def test_cpu_counters_are_read_from_the_first_line_of_proc_stat(tmp_path):
+    from genlab.bench import contention
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  300 20 80 5000 40 3 7 90 0 0\ncpu0 150 10 40 2500 20 1 3 45 0 0\n", encoding="ascii")
+    ticks = contention.os.sysconf("SC_CLK_TCK")
+    times = contention.read_cpu_times(stat)
+    assert times.busy_s == pytest.approx((300 + 20 + 80 + 3 + 7) / ticks)  # idle and iowait are not busy
+    assert times.steal_s == pytest.approx(90 / ticks) and times.own_s > 0
+    for broken in ("", "intr 1 2 3\n", "cpu 1 2 three 4 5 6 7 8\n", "cpu 1 2 3\n"):
+        stat.write_text(broken, encoding="ascii")
+        assert contention.read_cpu_times(stat) is None, broken
+    stat.write_bytes(b"\xff\xfe")
+    assert contention.read_cpu_times(stat) is None
+    assert contention.read_cpu_times(tmp_path / "missing") is None
+
+
+def test_contention_is_what_others_took_of_all_cores_after_the_benchmarks_own_time():
+    from genlab.bench.contention import CpuTimes, contention, is_busy
+
+    before = CpuTimes(busy_s=100.0, steal_s=2.0, own_s=10.0)
+    after = CpuTimes(busy_s=130.0, steal_s=3.0, own_s=26.0)  # 30 s busy, 16 of them ours
+    shares = contention(before, after, wall_s=10.0, cores=2)
+    assert shares == {"other_processes_cpu_pct": 70.0, "steal_pct": 5.0} and is_busy(shares)
+    alone = contention(before, CpuTimes(busy_s=119.9, steal_s=2.0, own_s=30.0), wall_s=10.0, cores=2)
+    assert alone == {"other_processes_cpu_pct": 0.0, "steal_pct": 0.0} and not is_busy(alone)
+    assert contention(None, after, 10.0, 2) is None and contention(before, after, 0.0, 2) is None
+    assert not is_busy(None)
+
+
+def _counters(monkeypatch, others_per_call: float):
+    """read_cpu_times that other processes advance by ``others_per_call`` CPU seconds at each reading."""
+    from genlab.bench import contention
+
+    calls = iter(range(1_000_000))
+    monkeypatch.setattr(contention, "read_cpu_times", lambda stat_path=None: contention.CpuTimes(
+        busy_s=others_per_call * next(calls), steal_s=0.0, own_s=0.0))
+
+
+def test_a_benchmark_that_other_work_slowed_down_says_so(fake_registry, tmp_path, monkeypatch, capsys):
+    _counters(monkeypatch, others_per_call=50.0)
+    _, results, text = _run(tmp_path, only=["rbm_fake_loglik"])
+    printed = capsys.readouterr().out
+    assert "[bench] warning: in the 0.25 s before rbm_fake_loglik starts, other processes took" in printed
+    document = json.loads((results / "rbm_fake_loglik.json").read_text())
+    assert document["cpu_contention"]["other_processes_cpu_pct"] >= 5.0
+    assert "While this benchmark ran, other processes took" in " ".join(document["notes"])
+    assert "below this machine's undisturbed figures" in text
+
+
+def test_an_undisturbed_benchmark_records_its_quiet_machine(fake_registry, tmp_path, monkeypatch, capsys):
+    _counters(monkeypatch, others_per_call=0.0)
+    _, results, text = _run(tmp_path, only=["rbm_fake_loglik"])
+    document = json.loads((results / "rbm_fake_loglik.json").read_text())
+    assert document["cpu_contention"] == {"other_processes_cpu_pct": 0.0, "steal_pct": 0.0}
+    assert document["notes"] == [] and "warning" not in capsys.readouterr().out
+    assert "undisturbed" not in text

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from genlab.bench import contention
 from genlab.errors import ConfigError, GenlabError
 
 SUITES = ("quick", "full")
@@ -188,6 +189,8 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         ctx = BenchContext(suite=suite, device=resolved, data_dir=data_dir, work_dir=work_dir,
                            train_budget_s=train_budget_s, resume=resume and bench.resumable,
                            pictures_dir=results_dir.parent / PICTURES_DIRNAME)
+        _warn_if_busy(bench.name)
+        times_before = contention.read_cpu_times()
         started = time.perf_counter()
         print(f"[bench] {bench.name} ({suite}) ...", flush=True)
         try:
@@ -198,6 +201,10 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
             traceback.print_exc()
             failures += 1
         wall = time.perf_counter() - started
+        shares = contention.contention(times_before, contention.read_cpu_times(), wall, os.cpu_count() or 1)
+        if contention.is_busy(shares):
+            ctx.notes.append(f"While this benchmark ran, {contention.describe(shares)}: its timings, and what it "
+                             f"trained in a time budget, are below this machine's undisturbed figures.")
         for record in records:
             record.setdefault("wall_s", round(wall, 2))
             record.setdefault("device", resolved)
@@ -205,7 +212,7 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
         document = {"benchmark": bench.name, "suite": suite, "status": status, "error": error,
                     "wall_s": round(wall, 2), "commit": commit, "device": resolved, "machine": machine,
                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "notes": ctx.notes,
-                    "pictures": ctx.pictures, "records": records}
+                    "pictures": ctx.pictures, "cpu_contention": shares, "records": records}
         path = results_dir / results_filename(bench.name, resolved)
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -217,6 +224,15 @@ def run_benchmarks(suite: str, *, only: list[str] | None, results_dir: Path, rep
     write_report(results_dir, report)
     print(f"[bench] wrote {report}")
     return 1 if failures else 0
+
+
+def _warn_if_busy(name: str) -> None:
+    """Say so before a benchmark starts on a machine where other work already takes part of the CPU."""
+    shares = contention.busy_before_start()
+    if contention.is_busy(shares):
+        print(f"[bench] warning: in the {contention.IDLE_SAMPLE_S} s before {name} starts, "
+              f"{contention.describe(shares)}; its timings, and what it trains in a time budget, will be lower. "
+              f"Stop that work or rerun later.", flush=True)
 
 
 def results_filename(name: str, device: str) -> str:
