@@ -399,6 +399,14 @@ def test_cli_samples_labels_seeds_and_interpolations(tiny_images, tmp_path, caps
     assert "out of range" in capsys.readouterr().err
     assert main(["sample", str(run), "--interpolate", "--steps", "1", "--out", str(strip)]) == 2
     assert "--steps >= 2" in capsys.readouterr().err
+    # Through the discriminator: a fixed seed still gives the same images, and the label is kept.
+    kept = [tmp_path / "kept-a.npz", tmp_path / "kept-b.npz"]
+    for path in kept:
+        assert main(["sample", str(run), "--n", "6", "--label", "2", "--rejection", "80", "--out", str(path)]) == 0
+    first_kept, second_kept = (np.load(path) for path in kept)
+    assert np.array_equal(first_kept["images"], second_kept["images"]) and first_kept["labels"].tolist() == [2] * 6
+    assert main(["sample", str(run), "--rejection", "100"]) == 2
+    assert "percentile must be in" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_label_for_an_unconditional_gan_and_a_changed_z_size_on_resume(tiny_images, tmp_path, capsys):
@@ -406,6 +414,8 @@ def test_cli_refuses_a_label_for_an_unconditional_gan_and_a_changed_z_size_on_re
     capsys.readouterr()
     assert main(["sample", str(run), "--label", "1"]) == 2
     assert "unconditional" in capsys.readouterr().err
+    assert main(["sample", str(run), "--rejection", "95", "--steps", "3"]) == 2  # a GAN has no sampler steps
+    assert "no option(s) steps" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--set", "model.z_dim=16", "--set", "train.max_steps=6"]) == 2
     assert "do not fit" in capsys.readouterr().err
     assert main(["train", "dcgan", "--dataset", str(tiny_images), "--set", "model.critic_steps=0"]) == 2
@@ -646,12 +656,17 @@ def test_a_gan_benchmark_trains_keeps_samples_and_says_how_it_computed(tiny_imag
     monkeypatch.setattr(gan_bench, "preset_config", tiny_preset)
     monkeypatch.setattr(gan_bench, "leaderboard_records", fake_records)
     monkeypatch.setattr(gan_bench, "N_SAMPLES", 40)
+    monkeypatch.setattr(gan_bench, "REJECTION_BURN_IN", 200)
     monkeypatch.setattr("genlab.training.trainer.cpu_has_native_bf16", lambda: False)
     ctx = BenchContext(suite="full", device="cpu", data_dir=None, work_dir=tmp_path / "work", train_budget_s=60.0,
                        pictures_dir=tmp_path / "bench" / "pictures")
     records = gan_bench.gan_benchmark(ctx, "gan-cgan-mnist", "mnist")
-    assert scored == [("cgan", "mnist", (40, 1, 8, 8), [10, 10, 10, 10])]
-    assert {r["metric"] for r in records} >= {"judge_fd_10k", "train_time", "epochs_trained", "sampling_s_10k"}
+    # Scored twice: the plain samples, then (a logistic-loss discriminator) those drawn through discriminator
+    # rejection, which keep each class's share.
+    assert scored == [("cgan", "mnist", (40, 1, 8, 8), [10, 10, 10, 10])] * 2
+    assert {r["metric"] for r in records} >= {"judge_fd_10k", "train_time", "epochs_trained", "sampling_s_10k",
+                                              "drs_judge_fd_10k", "drs_acceptance_rate", "drs_sampling_s_10k"}
+    assert any("discriminator rejection sampling" in note for note in ctx.notes)
     kept = np.load(tmp_path / "bench" / "samples" / "gan-cgan-mnist.npz")
     assert kept["images"].dtype == np.uint8 and kept["labels"].tolist() == sum(([k] * 10 for k in range(4)), [])
     # train.amp=true on a CPU without native bf16 trains in float32, and the note says so

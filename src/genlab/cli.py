@@ -79,6 +79,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto")
     sample.add_argument("--steps", type=_positive_int, help="sampler steps (Gibbs / Langevin)")
     sample.add_argument("--label", type=int, help="class label to clamp (DBN) or to condition on (cgan, acgan)")
+    sample.add_argument("--rejection", type=float, metavar="PERCENTILE",
+                        help="GANs with a logistic-loss discriminator: keep the samples it scores most real "
+                             "(discriminator rejection sampling, Azadi et al. 2019; 95 is the paper's)")
     sample.add_argument("--interpolate", action="store_true",
                         help="GANs: a strip and a GIF of --steps images (default 10) along a slerp between two z")
     sample.add_argument("--label-gain", dest="label_gain", type=float,
@@ -204,7 +207,8 @@ def _cmd_sample(args) -> int:
     options = {k: v for k, v in (("steps", args.steps), ("label", args.label),
                                  ("label_gain", args.label_gain), ("prompt", args.prompt),
                                  ("length", args.length), ("temperature", args.temperature),
-                                 ("top_k", args.top_k), ("unknown", args.unknown)) if v is not None}
+                                 ("top_k", args.top_k), ("unknown", args.unknown),
+                                 ("rejection", args.rejection)) if v is not None}
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
     if hasattr(model, "stream"):
         return _sample_text(model, generator, options, args)

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from genlab.bench import BenchContext, benchmark
+from genlab.bench.report import REJECTION_PREFIX
 from genlab.config import compose_run_config
 from genlab.eval import judge as judge_lib
+from genlab.models.gan_rejection import LOGIT_LOSSES, sample_with_rejection
 from genlab.training.callbacks import WallClockBudget
 from genlab.training.run import fit
 from genlab.training.trainer import uses_bf16_autocast
@@ -37,6 +39,8 @@ from genlab.viz.arrays import to_uint8
 TRAIN_BUDGET_S = 30 * 60.0
 N_SAMPLES = 10_000
 KEPT_SAMPLES = 1_000
+REJECTION_PERCENTILE = 95.0  # discriminator rejection sampling's shift gamma (Azadi et al. 2019's choice)
+REJECTION_BURN_IN = 10_000  # proposals that set its D_M and gamma (conditional models: shared by the classes)
 SAMPLES_DIRNAME = "samples"  # beside results/: the kept samples, for anyone's own classifier
 
 
@@ -78,11 +82,12 @@ def draw(model, n: int, *, seed: int = 0, batch_size: int = 500) -> tuple[torch.
 
 
 def leaderboard_records(model_name: str, dataset: str, images: torch.Tensor, *, value_range, labels=None,
-                        data_dir: str | None = None, device: str = "cpu", **fields) -> list[dict]:
+                        data_dir: str | None = None, device: str = "cpu", floor: bool = True,
+                        **fields) -> list[dict]:
     """The one sample-quality leaderboard's records for ``images`` (and real test images as the floor, with
     ``real_`` in the metric names): judge FD and KID vs 10,000 training images, precision/recall (k = 3),
     density/coverage (k = 5), class entropy, confident fraction, memorisation, and label accuracy when
-    ``labels`` say which class each image was drawn for."""
+    ``labels`` say which class each image was drawn for. ``floor=False`` leaves the real test images out."""
     from genlab.bench.judge_bench import get_judge, get_reference
     from genlab.eval import manifold
 
@@ -96,7 +101,8 @@ def leaderboard_records(model_name: str, dataset: str, images: torch.Tensor, *, 
     common = {"model": model_name, "dataset": dataset, "images": int(images.shape[0]),
               "reference": reference.name, "judge": f"{judge.info.dataset}-{judge.info.checksum}", **fields}
     records = []
-    for prefix, unit in (("", samples_unit), ("real_", test_unit[: images.shape[0]])):
+    scored = [("", samples_unit)] + ([("real_", test_unit[: images.shape[0]])] if floor else [])
+    for prefix, unit in scored:
         quality = judge_lib.sample_quality(judge, unit, reference, generator=torch.Generator().manual_seed(0))
         features = judge.features(unit)
         precision, recall = manifold.precision_recall(reference.features, features, k=3)
@@ -172,6 +178,8 @@ def gan_benchmark(ctx: BenchContext, name: str, dataset: str) -> list[dict]:
          "value": facts["epochs"], "unit": "epochs"},
         {"model": config.model_name, "dataset": dataset, **common, "metric": "sampling_s_10k",
          "value": sample_s, "unit": "s"}]
+    if config.model.loss in LOGIT_LOSSES:
+        records += _rejection_records(ctx, model, config, dataset, common)
     resumed = f", continued from step {int(facts['resumed_from_step'])}" if facts["resumed_from_step"] else ""
     arithmetic = "bf16 autocast" if facts["bf16"] else "float32"
     ctx.notes.append(f"{name}: {facts['epochs']:.2f} epochs ({int(facts['steps'])} steps) in "
@@ -181,6 +189,29 @@ def gan_benchmark(ctx: BenchContext, name: str, dataset: str) -> list[dict]:
                      f"{N_SAMPLES} samples scored against 10,000 training images; the real_ rows are 10,000 test "
                      "images against the same reference (the floor). FD/KID use genlab's judge features, not "
                      "Inception: compare them only within this leaderboard.")
+    return records
+
+
+def _rejection_records(ctx: BenchContext, model, config, dataset: str, common: dict) -> list[dict]:
+    """The same model's 10,000 samples drawn by discriminator rejection sampling (Azadi et al. 2019, percentile
+    95), scored as the plain ones: ``drs_`` records beside them, and the acceptance rate."""
+    started = time.perf_counter()
+    images, labels, facts = sample_with_rejection(model, N_SAMPLES, percentile=REJECTION_PERCENTILE,
+                                                  burn_in=REJECTION_BURN_IN,
+                                                  generator=torch.Generator(device=model._device()).manual_seed(0))
+    sample_s = time.perf_counter() - started
+    scored = leaderboard_records(config.model_name, dataset, images.cpu(), value_range=tuple(config.model.value_range),
+                                 labels=None if labels is None else labels.cpu(), data_dir=ctx.data_dir,
+                                 device=ctx.device, floor=False, **common)
+    records = [{**record, "metric": REJECTION_PREFIX + record["metric"]} for record in scored]
+    base = {"model": config.model_name, "dataset": dataset, **common}
+    records += [{**base, "metric": REJECTION_PREFIX + "acceptance_rate", "value": facts["acceptance_rate"],
+                 "unit": "fraction"},
+                {**base, "metric": REJECTION_PREFIX + "sampling_s_10k", "value": sample_s, "unit": "s"}]
+    ctx.notes.append(f"{REJECTION_PREFIX} rows: the same model sampled through its own discriminator "
+                     f"(discriminator rejection sampling, Azadi et al. 2019, gamma at the {REJECTION_PERCENTILE:g}th "
+                     f"percentile): {facts['acceptance_rate']:.1%} of {int(facts['proposals'])} proposals accepted, "
+                     f"{N_SAMPLES} samples in {sample_s:.0f} s.")
     return records
 
 

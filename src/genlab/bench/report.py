@@ -304,6 +304,8 @@ LEADERBOARD_10K = {"FD": "judge_fd_10k", "KID": "judge_kid_10k", "precision": "j
                    "label acc. %": "label_accuracy_pct", "NN dist. / test's": "nn_train_distance_ratio",
                    "copied": "copied_frac"}
 
+REJECTION_PREFIX = "drs_"  # gan_bench: figures of samples drawn by discriminator rejection sampling
+
 
 def leaderboard_10k_rows(documents: list[dict]) -> list[dict]:
     """One row per (benchmark, preset, device) that scored 10,000 samples, plus one real-test floor row per dataset
@@ -313,17 +315,20 @@ def leaderboard_10k_rows(documents: list[dict]) -> list[dict]:
     for document, record in _records(documents):
         metric = str(record.get("metric", ""))
         floor = metric.startswith("real_")
-        name = metric[len("real_"):] if floor else metric
+        rejection = metric.startswith(REJECTION_PREFIX)  # the same model sampled through its discriminator
+        name = metric.split("_", 1)[1] if floor or rejection else metric
         if name not in metrics:
             continue
         device = device_kind(record.get("device") or document.get("device") or "cpu")
         # One benchmark may score several runs (leaderboard-families: one per family), told apart by preset.
         preset = record.get("preset") or ""
         key = ((record.get("dataset"), "floor") if floor
-               else (record.get("dataset"), document.get("benchmark"), preset, device))
+               else (record.get("dataset"), document.get("benchmark"), preset, device, rejection))
         source = record.get("model")
         if not floor and preset and preset != document.get("benchmark"):
             source = f"{source} ({preset})"
+        if rejection:
+            source = f"{source} + discriminator rejection"
         row = rows.setdefault(key, {"dataset": record.get("dataset"), "floor": floor,
                                     "model": "real test images (floor)" if floor else source,
                                     "benchmark": "" if floor else document.get("benchmark"),

@@ -31,14 +31,8 @@ discriminator step, every ``critic_steps``-th batch a generator step after it. T
 phase are reused by its generator phase (as pytorch/examples' DCGAN does), so a step runs G forward once, and D is
 frozen in the generator phase (its weight gradients would go unused). With ``g_ema`` > 0, samples come from a moving
 average of the generator's weights (BatchNorm statistics recomputed for it). Architectures (``architecture``):
-``dcgan`` (dense → 4w×H/4×W/4 → two 4×4 stride-2 transposed convolutions; D two 4×4 stride-2 convolutions, LeakyReLU
-0.2; N(0, 0.02) weights), ``infogan`` (the same with fully connected 1024-unit layers after z and before D's score,
-Chen et al. 2016) and ``seed`` (the tfjs-examples ACGAN: dense 3·3·384 → ConvT 192 (k5, valid) → ConvT 96 (k5, s2) →
-ConvT C (k5, s2, tanh), BatchNorm after the ReLUs; D four 3×3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU
-0.2, dropout 0.3, no BatchNorm).
-
-The networks, losses, penalty and slerp live in :mod:`genlab.models.gan_networks`; this module holds the configs
-and the models, and re-exports those names.
+``dcgan``, ``infogan`` (Chen et al. 2016) and ``seed`` (the tfjs-examples ACGAN), described in
+:mod:`genlab.models.gan_networks`, which also holds the losses, the penalty and slerp (re-exported here).
 """
 
 from __future__ import annotations
@@ -294,12 +288,18 @@ class GAN(GenerativeModel):
         return (images - low) * (2.0 / (high - low)) - 1.0
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, label: int | None = None,
-               z: Tensor | None = None, **options: Any) -> Tensor:
+               z: Tensor | None = None, rejection: float | None = None, **options: Any) -> Tensor:
         """n images (n, C, H, W) in the data range; ``label`` clamps the class of a conditional model; a fixed
-        ``generator`` seed gives the same z."""
-        if options:
-            raise ConfigError(f"{self.registry_name} sampling takes no option(s) {', '.join(sorted(options))}; "
-                              "it accepts --label (conditional models), --seed and --interpolate --steps N")
+        ``generator`` seed gives the same z; ``rejection`` (a percentile: 95 is Azadi et al.'s) draws through the
+        discriminator (:func:`genlab.models.gan_rejection.sample_with_rejection`), which picks its own z."""
+        if options or (rejection is not None and z is not None):
+            raise ConfigError(f"{self.registry_name} sampling takes no option(s) {', '.join(sorted(options)) or 'z'}"
+                              f"{' with --rejection' if not options else ''}; it accepts --label (conditional "
+                              "models), --rejection PERCENTILE, --seed and --interpolate --steps N")
+        if rejection is not None:
+            from genlab.models.gan_rejection import sample_with_rejection
+
+            return sample_with_rejection(self, n, label=label, percentile=float(rejection), generator=generator)[0]
         labels = self.labels_for(n, label)
         if z is None:
             z = self.sample_z(n, generator)

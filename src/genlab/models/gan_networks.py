@@ -1,7 +1,13 @@
 """The GANs' parts (:mod:`genlab.models.gan` holds the configs and the models): the dcgan and seed generators and
 discriminator bodies, the discriminator with its projection or auxiliary-class head, the two weight
-initialisations, the adversarial losses, the WGAN-GP gradient penalty and slerp between latents. The equations
-and papers are in :mod:`genlab.models.gan`'s docstring."""
+initialisations, the adversarial losses, the WGAN-GP gradient penalty and slerp between latents. The losses'
+equations and papers are in :mod:`genlab.models.gan`'s docstring.
+
+Architectures (``GANConfig.architecture``): ``dcgan`` (dense -> 4w x H/4 x W/4 -> two 4x4 stride-2 transposed
+convolutions; D two 4x4 stride-2 convolutions, LeakyReLU 0.2; N(0, 0.02) weights), ``infogan`` (the same with
+fully connected 1024-unit layers after z and before D's score, Chen et al. 2016) and ``seed`` (the tfjs-examples
+ACGAN: dense 3*3*384 -> ConvT 192 (k5, valid) -> ConvT 96 (k5, s2) -> ConvT C (k5, s2, tanh), BatchNorm after the
+ReLUs; D four 3x3 convolutions 32/64/128/256, strides 2/1/2/1, LeakyReLU 0.2, dropout 0.3, no BatchNorm)."""
 
 from __future__ import annotations
 
