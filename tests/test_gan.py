@@ -16,7 +16,7 @@ from torchrun_helpers import torchrun_two_processes
 from genlab import registry
 from genlab.cli import main
 from genlab.config import apply_overrides, build_run_config, compose_run_config
-from genlab.errors import CheckpointError, ConfigError, TrainingError
+from genlab.errors import CheckpointError, ConfigError, GenlabError, TrainingError
 from genlab.models import gan
 from genlab.models.base import DataInfo
 from genlab.training import checkpoint as ckpt
@@ -667,6 +667,16 @@ def test_a_gan_benchmark_trains_keeps_samples_and_says_how_it_computed(tiny_imag
     assert {r["metric"] for r in records} >= {"judge_fd_10k", "train_time", "epochs_trained", "sampling_s_10k",
                                               "drs_judge_fd_10k", "drs_acceptance_rate", "drs_sampling_s_10k"}
     assert any("discriminator rejection sampling" in note for note in ctx.notes)
+    # A rejection sampler that cannot deliver costs its own rows only.
+    def refuse(*args, **kwargs):
+        raise GenlabError("rejection sampling accepted only 3 of the 40 samples asked for")
+
+    monkeypatch.setattr(gan_bench, "sample_with_rejection", refuse)
+    ctx.notes.clear()
+    records = gan_bench.gan_benchmark(ctx, "gan-cgan-mnist", "mnist")
+    assert "judge_fd_10k" in {r["metric"] for r in records} and not any(
+        r["metric"].startswith("drs_") for r in records)
+    assert any("no drs_ rows" in note and "accepted only 3" in note for note in ctx.notes), ctx.notes
     kept = np.load(tmp_path / "bench" / "samples" / "gan-cgan-mnist.npz")
     assert kept["images"].dtype == np.uint8 and kept["labels"].tolist() == sum(([k] * 10 for k in range(4)), [])
     # train.amp=true on a CPU without native bf16 trains in float32, and the note says so
