@@ -4,6 +4,10 @@ method is in :mod:`genlab.sampling.rejection`): the generator proposes, the disc
 Only a discriminator trained with the logistic (``nonsaturating``) loss estimates log p_data / p_g, the quantity
 the method needs; hinge, least-squares and Wasserstein critics' scores are not that and are refused. Conditional
 models are sampled class by class, each class with its own burn-in, so every class keeps its share.
+
+The discriminator is used as training left it: the paper first trains it further against the final generator,
+to calibrate it, which this does not do. Measured on ``gan-dcgan-mnist`` (benchmark of 2026-12-08), its logit
+favours some digits over others, and rejection at the 95th percentile worsened judge FD from 6.3 to 166.
 """
 
 from __future__ import annotations
