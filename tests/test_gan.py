@@ -407,6 +407,8 @@ def test_cli_samples_labels_seeds_and_interpolations(tiny_images, tmp_path, caps
     assert np.array_equal(first_kept["images"], second_kept["images"]) and first_kept["labels"].tolist() == [2] * 6
     assert main(["sample", str(run), "--rejection", "100"]) == 2
     assert "percentile must be in" in capsys.readouterr().err
+    assert main(["sample", str(run), "--interpolate", "--rejection", "95", "--out", str(strip)]) == 2
+    assert "without --interpolate" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_label_for_an_unconditional_gan_and_a_changed_z_size_on_resume(tiny_images, tmp_path, capsys):

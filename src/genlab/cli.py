@@ -287,6 +287,9 @@ def _interpolate(model, config, args) -> int:
 
     if not hasattr(model, "interpolate"):
         raise ConfigError(f"--interpolate applies to GANs; {config.model_name} has no latent path to draw")
+    if args.rejection is not None:
+        raise ConfigError("--rejection chooses among independent samples; a path between two z has none to drop: "
+                          "use it without --interpolate")
     out = Path(args.out) if args.out else Path(args.run) / "samples" / "interpolation.png"
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out}: an interpolation is written as a .png strip (and a .gif beside it)")

@@ -200,9 +200,9 @@ def _rejection_records(ctx: BenchContext, model, config, dataset: str, common: d
     """The same model's 10,000 samples drawn by discriminator rejection sampling (Azadi et al. 2019, percentile
     95), scored as the plain ones: ``drs_`` records beside them, and the acceptance rate."""
     started = time.perf_counter()
+    seeded = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
     images, labels, facts = sample_with_rejection(model, N_SAMPLES, percentile=REJECTION_PERCENTILE,
-                                                  burn_in=REJECTION_BURN_IN,
-                                                  generator=torch.Generator(device=model._device()).manual_seed(0))
+                                                  burn_in=REJECTION_BURN_IN, generator=seeded)
     sample_s = time.perf_counter() - started
     scored = leaderboard_records(config.model_name, dataset, images.cpu(), value_range=tuple(config.model.value_range),
                                  labels=None if labels is None else labels.cpu(), data_dir=ctx.data_dir,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.sampling.rejection import check_percentile, rejection_sample
+from genlab.sampling.rejection import rejection_sample
 
 # Losses whose discriminator logit estimates log p_data(x) / p_g(x) at the optimum.
 LOGIT_LOSSES = ("nonsaturating",)
@@ -46,7 +46,6 @@ def sample_with_rejection(model, n: int, *, label: int | None = None, percentile
     proposals, ``proposals``. ``generator`` draws both the latents and the acceptance uniforms, so a fixed seed
     gives the same images. A conditional model gives each class ``burn_in // K`` burn-in samples."""
     check_supports_rejection(model)
-    check_percentile(percentile)
     was_training = model.training
     model.eval()
     labels = model.labels_for(n, label)
