@@ -53,6 +53,10 @@ def test_the_papers_shift_keeps_fewer_and_favours_the_likelier_values():
     frequencies = torch.bincount(values, minlength=4).double() / values.numel()
     assert (frequencies.diff() >= 0).all() and frequencies[3] > P_DATA[3]  # sharper than p_data itself
     assert facts["acceptance_rate"] < 0.25 and facts["gamma"] > 0
+    # At the 0th percentile gamma is the lowest F, so every sample passes with probability >= 1/2.
+    _, mildest = rejection_sample(four_valued_proposal(4), 5_000, percentile=0.0, burn_in=2_000,
+                                  generator=torch.Generator().manual_seed(5))
+    assert 0.5 <= mildest["acceptance_rate"] < 1.0
 
 
 def test_the_same_seeds_give_the_same_samples_and_the_burn_in_counts_as_proposals():

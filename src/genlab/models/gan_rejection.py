@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.sampling.rejection import rejection_sample
+from genlab.sampling.rejection import PAPER_PERCENTILE, rejection_sample
 
 # Losses whose discriminator logit estimates log p_data(x) / p_g(x) at the optimum.
 LOGIT_LOSSES = ("nonsaturating",)
@@ -40,7 +40,7 @@ def discriminator_logits(model, images: Tensor, labels: Tensor | None = None) ->
 
 
 @torch.no_grad()
-def sample_with_rejection(model, n: int, *, label: int | None = None, percentile: float = 95.0,
+def sample_with_rejection(model, n: int, *, label: int | None = None, percentile: float = PAPER_PERCENTILE,
                           generator: torch.Generator | None = None, burn_in: int = 10_000,
                           batch_size: int = 1_000) -> tuple[Tensor, Tensor | None, dict[str, float]]:
     """``n`` images (n, C, H, W) in the data range, their labels (conditional models: ``label``, or 0..K-1 in

@@ -21,6 +21,7 @@ from torch import Tensor
 from genlab.errors import ConfigError, GenlabError
 
 # A proposal: ``propose(m)`` -> (m samples, their discriminator logits, shape (m,)).
+PAPER_PERCENTILE = 95.0  # Azadi et al.'s shift gamma: the 95th percentile of F over the burn-in
 Proposal = Callable[[int], tuple[Tensor, Tensor]]
 
 
@@ -33,11 +34,11 @@ def acceptance_logits(logits: Tensor, max_logit: float, epsilon: float = 1e-6) -
 
 def check_percentile(percentile: float) -> None:
     if not 0.0 <= percentile < 100.0:
-        raise ConfigError(f"the rejection percentile must be in [0, 100) (the paper uses 95; 0 accepts about half "
-                          f"of the samples), got {percentile}")
+        raise ConfigError(f"the rejection percentile must be in [0, 100) (the paper uses {PAPER_PERCENTILE:g}; 0 "
+                          f"keeps every sample with probability >= 1/2), got {percentile}")
 
 
-def rejection_sample(propose: Proposal, n: int, *, percentile: float = 95.0, gamma: float | None = None,
+def rejection_sample(propose: Proposal, n: int, *, percentile: float = PAPER_PERCENTILE, gamma: float | None = None,
                      burn_in: int = 10_000, batch_size: int = 1_000, max_proposals: int | None = None,
                      generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """``n`` accepted samples (in proposal order) and facts about the run: ``acceptance_rate``, ``proposals``,
@@ -56,10 +57,10 @@ def rejection_sample(propose: Proposal, n: int, *, percentile: float = 95.0, gam
         samples, logits = propose(min(batch_size, burn_in - proposed))
         pending.append((samples, logits))
         proposed += logits.shape[0]
-    max_logit = float(torch.cat([logits for _, logits in pending]).max())
-    burn_in_scores = acceptance_logits(torch.cat([logits for _, logits in pending]), max_logit)
+    burn_in_logits = torch.cat([logits for _, logits in pending])
+    max_logit = float(burn_in_logits.max())
     if gamma is None:
-        gamma = float(torch.quantile(burn_in_scores.double(), percentile / 100.0))
+        gamma = float(torch.quantile(acceptance_logits(burn_in_logits, max_logit).double(), percentile / 100.0))
     accepted: list[Tensor] = []
     count = 0
     while True:
